@@ -1,0 +1,40 @@
+package dev.nbd.autoconfigure;
+
+import org.springframework.boot.health.contributor.AbstractHealthIndicator;
+import org.springframework.boot.health.contributor.Health;
+
+import dev.nbd.server.NbdServer;
+
+/**
+ * UP while the NBD listener is bound, OUT_OF_SERVICE while it drains at shutdown, DOWN
+ * otherwise. Meant for the readiness group: a pod that cannot serve NBD must get no clients.
+ */
+public class NbdHealthIndicator extends AbstractHealthIndicator {
+
+	private final NbdServer server;
+
+	public NbdHealthIndicator(NbdServer server) {
+		super("NBD health check failed");
+		this.server = server;
+	}
+
+	@Override
+	protected void doHealthCheck(Health.Builder builder) {
+		if (this.server.isRunning() && !this.server.isDraining()) {
+			builder.up();
+		}
+		else if (this.server.isDraining()) {
+			builder.outOfService();
+		}
+		else {
+			builder.down();
+		}
+		builder.withDetail("port", this.server.port())
+			.withDetail("exports", this.server.exports().size())
+			.withDetail("connections", this.server.connections().size());
+		if (this.server.transport() != null) {
+			builder.withDetail("transport", this.server.transport().name().toLowerCase());
+		}
+	}
+
+}

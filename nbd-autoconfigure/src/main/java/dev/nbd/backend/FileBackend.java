@@ -1,0 +1,165 @@
+package dev.nbd.backend;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.EnumSet;
+import java.util.Set;
+
+/**
+ * An export backed by one file, read and written with positional I/O on a single shared
+ * {@link FileChannel} (no per-connection state, so safe for many connections: a
+ * {@code force} makes every write that has returned durable, whichever connection made it).
+ *
+ * <p>What plain Java allows, and the choices made:
+ * <ul>
+ * <li>The file is created sparse when missing ({@code SPARSE} plus extending the length
+ * without writing).</li>
+ * <li>FLUSH is {@code FileChannel.force(false)}, i.e. {@code fdatasync}. FUA is not native:
+ * Java has no per-write {@code O_DSYNC}, so the server follows a FUA write with a flush, which
+ * its group commit shares between concurrent requests.</li>
+ * <li>Trim is not offered: Java cannot punch holes ({@code fallocate}), and writing zeroes
+ * instead would allocate what the client wanted freed.</li>
+ * <li>Extents are not offered: Java has no {@code SEEK_DATA}/{@code SEEK_HOLE}, so the export
+ * reports all data, which the protocol allows.</li>
+ * <li>CACHE reads the range through the page cache (a real prefetch).</li>
+ * </ul>
+ */
+public class FileBackend implements ExportBackend, AutoCloseable {
+
+	private final String name;
+
+	private final Path path;
+
+	private final long size;
+
+	private final String description;
+
+	private final boolean readOnly;
+
+	private final FileChannel channel;
+
+	/**
+	 * Opens (creating if missing, unless read-only) {@code path}. A {@code size} of -1 takes the
+	 * file's current length; otherwise a shorter file is extended (sparsely) to {@code size}.
+	 */
+	public FileBackend(String name, Path path, long size, String description, boolean readOnly) throws IOException {
+		this.name = name;
+		this.path = path;
+		this.description = description;
+		this.readOnly = readOnly;
+		Set<StandardOpenOption> options = readOnly ? EnumSet.of(StandardOpenOption.READ)
+				: EnumSet.of(StandardOpenOption.READ, StandardOpenOption.WRITE, StandardOpenOption.CREATE,
+						StandardOpenOption.SPARSE);
+		if (!readOnly && path.getParent() != null) {
+			Files.createDirectories(path.getParent());
+		}
+		this.channel = FileChannel.open(path, options);
+		long current = this.channel.size();
+		if (size < 0) {
+			this.size = current;
+		}
+		else {
+			if (current < size && !readOnly) {
+				// Writing the last byte extends the file without allocating the blocks before it.
+				this.channel.write(ByteBuffer.wrap(new byte[1]), size - 1);
+			}
+			else if (current < size) {
+				throw new IOException(path + " is " + current + " bytes, shorter than the export size " + size);
+			}
+			this.size = size;
+		}
+	}
+
+	public Path path() {
+		return this.path;
+	}
+
+	@Override
+	public String name() {
+		return this.name;
+	}
+
+	@Override
+	public long size() {
+		return this.size;
+	}
+
+	@Override
+	public String description() {
+		return this.description;
+	}
+
+	@Override
+	public boolean isReadOnly() {
+		return this.readOnly;
+	}
+
+	@Override
+	public boolean isMultiConnSafe() {
+		return true;
+	}
+
+	@Override
+	public boolean canFlush() {
+		return !this.readOnly;
+	}
+
+	@Override
+	public boolean canCache() {
+		return true;
+	}
+
+	@Override
+	public void read(long offset, ByteBuffer dst) throws IOException {
+		while (dst.hasRemaining()) {
+			int n = this.channel.read(dst, offset);
+			if (n < 0) {
+				// Past the end of a file shorter than the export (read-only case): zeroes.
+				while (dst.hasRemaining()) {
+					dst.put((byte) 0);
+				}
+				return;
+			}
+			offset += n;
+		}
+	}
+
+	@Override
+	public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
+		while (src.hasRemaining()) {
+			offset += this.channel.write(src, offset);
+		}
+		if (fua) {
+			this.channel.force(false);
+		}
+	}
+
+	@Override
+	public void flush() throws IOException {
+		this.channel.force(false);
+	}
+
+	@Override
+	public void cache(long offset, long length) throws IOException {
+		ByteBuffer scratch = ByteBuffer.allocateDirect((int) Math.min(length, 1 << 20));
+		long end = offset + length;
+		while (offset < end) {
+			scratch.clear().limit((int) Math.min(scratch.capacity(), end - offset));
+			int n = this.channel.read(scratch, offset);
+			if (n <= 0) {
+				return;
+			}
+			offset += n;
+		}
+	}
+
+	@Override
+	public void close() throws IOException {
+		this.channel.close();
+	}
+
+}

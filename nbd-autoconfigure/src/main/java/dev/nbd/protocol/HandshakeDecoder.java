@@ -1,0 +1,102 @@
+package dev.nbd.protocol;
+
+import java.util.List;
+
+import io.netty.buffer.ByteBuf;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.handler.codec.ByteToMessageDecoder;
+
+/**
+ * Frames the client side of the fixed newstyle handshake: the client flags, then options.
+ * An option longer than {@code maxOptionLength} is skipped as it arrives, never buffered, so a
+ * client announcing a 2 GiB option costs nothing; the server answers it with
+ * {@code NBD_REP_ERR_TOO_BIG} and haggling goes on.
+ */
+public class HandshakeDecoder extends ByteToMessageDecoder {
+
+	private enum State {
+		CLIENT_FLAGS, OPTION_HEADER, OPTION_DATA, SKIP, FAILED
+	}
+
+	private final int maxOptionLength;
+
+	private State state = State.CLIENT_FLAGS;
+
+	private int option;
+
+	private long length;
+
+	private long toSkip;
+
+	public HandshakeDecoder(int maxOptionLength) {
+		this.maxOptionLength = maxOptionLength;
+	}
+
+	@Override
+	protected void decode(ChannelHandlerContext ctx, ByteBuf in, List<Object> out) {
+		while (true) {
+			switch (this.state) {
+				case CLIENT_FLAGS -> {
+					if (in.readableBytes() < 4) {
+						return;
+					}
+					out.add(new ProtocolMessage.ClientFlags(in.readInt()));
+					this.state = State.OPTION_HEADER;
+					// The handler decides, per flags, whether haggling goes on.
+					return;
+				}
+				case OPTION_HEADER -> {
+					if (in.readableBytes() < 16) {
+						return;
+					}
+					long magic = in.readLong();
+					if (magic != NbdProtocol.IHAVEOPT) {
+						fail(in, out, "bad option magic 0x" + Long.toHexString(magic));
+						return;
+					}
+					this.option = in.readInt();
+					this.length = in.readUnsignedInt();
+					if (this.length > this.maxOptionLength) {
+						this.toSkip = this.length;
+						this.state = State.SKIP;
+					}
+					else {
+						this.state = State.OPTION_DATA;
+					}
+				}
+				case OPTION_DATA -> {
+					if (in.readableBytes() < this.length) {
+						return;
+					}
+					ByteBuf data = in.readRetainedSlice((int) this.length);
+					this.state = State.OPTION_HEADER;
+					out.add(new ProtocolMessage.Option(this.option, this.length, data));
+					// One option at a time: the handler may swap the pipeline (GO, STARTTLS).
+					return;
+				}
+				case SKIP -> {
+					int n = (int) Math.min(in.readableBytes(), this.toSkip);
+					in.skipBytes(n);
+					this.toSkip -= n;
+					if (this.toSkip > 0) {
+						return;
+					}
+					this.state = State.OPTION_HEADER;
+					out.add(new ProtocolMessage.Option(this.option, this.length, null));
+					return;
+				}
+				case FAILED -> {
+					in.skipBytes(in.readableBytes());
+					return;
+				}
+			}
+		}
+	}
+
+	private void fail(ByteBuf in, List<Object> out, String reason) {
+		this.state = State.FAILED;
+		in.skipBytes(in.readableBytes());
+		out.add(new ProtocolMessage.Violation(reason));
+	}
+
+}

@@ -1,0 +1,101 @@
+package dev.nbd.protocol;
+
+import java.util.List;
+
+import io.netty.buffer.ByteBuf;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.handler.codec.ByteToMessageDecoder;
+
+/**
+ * Frames transmission requests: a 28-byte header, then the payload of a WRITE. A WRITE whose
+ * length exceeds {@code maxPayload} is not buffered: its bytes are discarded as they arrive and
+ * the request is passed on without payload, so the server can answer it with an error and keep
+ * the connection in sync. A bad magic cannot be resynchronised and ends the stream.
+ */
+public class RequestDecoder extends ByteToMessageDecoder {
+
+	private enum State {
+		HEADER, PAYLOAD, SKIP, FAILED
+	}
+
+	private final int maxPayload;
+
+	private State state = State.HEADER;
+
+	private int flags;
+
+	private int type;
+
+	private long cookie;
+
+	private long offset;
+
+	private long length;
+
+	private long toSkip;
+
+	public RequestDecoder(int maxPayload) {
+		this.maxPayload = maxPayload;
+	}
+
+	@Override
+	protected void decode(ChannelHandlerContext ctx, ByteBuf in, List<Object> out) {
+		while (true) {
+			switch (this.state) {
+				case HEADER -> {
+					if (in.readableBytes() < NbdProtocol.REQUEST_HEADER_LENGTH) {
+						return;
+					}
+					int magic = in.readInt();
+					if (magic != NbdProtocol.REQUEST_MAGIC) {
+						this.state = State.FAILED;
+						in.skipBytes(in.readableBytes());
+						out.add(new ProtocolMessage.Violation("bad request magic 0x" + Integer.toHexString(magic)));
+						return;
+					}
+					this.flags = in.readUnsignedShort();
+					this.type = in.readUnsignedShort();
+					this.cookie = in.readLong();
+					this.offset = in.readLong();
+					this.length = in.readUnsignedInt();
+					if (this.type != NbdProtocol.CMD_WRITE) {
+						out.add(new ProtocolMessage.Request(this.flags, this.type, this.cookie, this.offset, this.length,
+								null));
+					}
+					else if (this.length > this.maxPayload) {
+						this.toSkip = this.length;
+						this.state = State.SKIP;
+					}
+					else {
+						this.state = State.PAYLOAD;
+					}
+				}
+				case PAYLOAD -> {
+					if (in.readableBytes() < this.length) {
+						return;
+					}
+					ByteBuf payload = in.readRetainedSlice((int) this.length);
+					this.state = State.HEADER;
+					out.add(new ProtocolMessage.Request(this.flags, this.type, this.cookie, this.offset, this.length,
+							payload));
+				}
+				case SKIP -> {
+					int n = (int) Math.min(in.readableBytes(), this.toSkip);
+					in.skipBytes(n);
+					this.toSkip -= n;
+					if (this.toSkip > 0) {
+						return;
+					}
+					this.state = State.HEADER;
+					out.add(new ProtocolMessage.Request(this.flags, this.type, this.cookie, this.offset, this.length,
+							null));
+				}
+				case FAILED -> {
+					in.skipBytes(in.readableBytes());
+					return;
+				}
+			}
+		}
+	}
+
+}

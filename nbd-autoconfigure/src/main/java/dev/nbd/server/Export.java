@@ -1,0 +1,190 @@
+package dev.nbd.server;
+
+import java.io.IOException;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executor;
+import java.util.concurrent.atomic.LongAdder;
+
+import dev.nbd.backend.ExportBackend;
+import dev.nbd.protocol.NbdProtocol;
+
+/**
+ * An export as the server runs it: the backend, its advertised flags, the connections open
+ * on it, its flush coordination and its statistics.
+ */
+public final class Export {
+
+	private final ExportBackend backend;
+
+	private final String name;
+
+	private final MultiConnMode multiConnMode;
+
+	private final List<Cidr> allowedAddresses;
+
+	private final Set<NbdConnection> connections = ConcurrentHashMap.newKeySet();
+
+	private final FlushCoordinator sharedFlush;
+
+	private final LatencyStats flushLatency = new LatencyStats();
+
+	private final LongAdder bytesRead = new LongAdder();
+
+	private final LongAdder bytesWritten = new LongAdder();
+
+	public Export(ExportBackend backend, MultiConnMode multiConnMode, List<Cidr> allowedAddresses,
+			Executor syncExecutor) {
+		this.backend = backend;
+		this.name = backend.name();
+		this.multiConnMode = multiConnMode;
+		this.allowedAddresses = List.copyOf(allowedAddresses);
+		if (backend.isMultiConnSafe()) {
+			this.sharedFlush = new FlushCoordinator(backend::flush, syncExecutor);
+		}
+		else if (multiConnMode == MultiConnMode.EMULATE) {
+			this.sharedFlush = new FlushCoordinator(this::flushAllViews, syncExecutor);
+		}
+		else {
+			this.sharedFlush = null;
+		}
+	}
+
+	public String name() {
+		return this.name;
+	}
+
+	public ExportBackend backend() {
+		return this.backend;
+	}
+
+	public MultiConnMode multiConnMode() {
+		return this.multiConnMode;
+	}
+
+	public List<Cidr> allowedAddresses() {
+		return this.allowedAddresses;
+	}
+
+	/** Whether {@code NBD_FLAG_CAN_MULTI_CONN} is advertised (and honoured). */
+	public boolean multiConn() {
+		return this.backend.isMultiConnSafe() || this.multiConnMode == MultiConnMode.EMULATE;
+	}
+
+	/** Whether FUA is done by the backend itself (otherwise write, then flush). */
+	boolean nativeFua() {
+		return this.backend.canFua() && (this.backend.isMultiConnSafe() || this.multiConnMode != MultiConnMode.EMULATE);
+	}
+
+	public boolean readOnly() {
+		return this.backend.isReadOnly();
+	}
+
+	public long size() throws IOException {
+		return this.backend.size();
+	}
+
+	/** Transmission flags, exactly what the backend supports (as seen without structured replies). */
+	public int transmissionFlags() {
+		return transmissionFlags(false);
+	}
+
+	/** Transmission flags; DF is offered only once structured replies are negotiated. */
+	public int transmissionFlags(boolean structuredReplies) {
+		ExportBackend b = this.backend;
+		int flags = NbdProtocol.TFLAG_HAS_FLAGS;
+		if (b.isReadOnly()) {
+			flags |= NbdProtocol.TFLAG_READ_ONLY;
+		}
+		else {
+			flags |= NbdProtocol.TFLAG_SEND_WRITE_ZEROES;
+			if (b.canFlush()) {
+				flags |= NbdProtocol.TFLAG_SEND_FLUSH | NbdProtocol.TFLAG_SEND_FUA;
+			}
+			if (b.canTrim()) {
+				flags |= NbdProtocol.TFLAG_SEND_TRIM;
+			}
+			if (b.canFastZero()) {
+				flags |= NbdProtocol.TFLAG_SEND_FAST_ZERO;
+			}
+		}
+		if (b.isRotational()) {
+			flags |= NbdProtocol.TFLAG_ROTATIONAL;
+		}
+		if (b.canCache()) {
+			flags |= NbdProtocol.TFLAG_SEND_CACHE;
+		}
+		if (multiConn()) {
+			flags |= NbdProtocol.TFLAG_CAN_MULTI_CONN;
+		}
+		if (structuredReplies) {
+			flags |= NbdProtocol.TFLAG_SEND_DF;
+		}
+		return flags;
+	}
+
+	/** Coordinator shared by every connection, or null when each connection flushes its own view. */
+	FlushCoordinator sharedFlush() {
+		return this.sharedFlush;
+	}
+
+	public Set<NbdConnection> connections() {
+		return this.connections;
+	}
+
+	public LatencyStats flushLatency() {
+		return this.flushLatency;
+	}
+
+	/** Client FLUSH requests (and FUA writes answered through a flush) served by backend syncs. */
+	public long flushRequests() {
+		return (this.sharedFlush != null) ? this.sharedFlush.requests()
+				: this.connections.stream().mapToLong(NbdConnection::flushRequests).sum();
+	}
+
+	/** Backend syncs performed; fewer than flush requests when group commit shares them. */
+	public long backendSyncs() {
+		return (this.sharedFlush != null) ? this.sharedFlush.syncs()
+				: this.connections.stream().mapToLong(NbdConnection::flushSyncs).sum();
+	}
+
+	public long bytesRead() {
+		return this.bytesRead.sum();
+	}
+
+	public long bytesWritten() {
+		return this.bytesWritten.sum();
+	}
+
+	void addBytesRead(long n) {
+		this.bytesRead.add(n);
+	}
+
+	void addBytesWritten(long n) {
+		this.bytesWritten.add(n);
+	}
+
+	/** Flush the whole export (shutdown): the shared sync, or every open view. */
+	void flushAll() throws Exception {
+		if (this.backend.isReadOnly() || !this.backend.canFlush()) {
+			return;
+		}
+		if (this.backend.isMultiConnSafe()) {
+			this.backend.flush();
+		}
+		else {
+			flushAllViews();
+		}
+	}
+
+	private void flushAllViews() throws IOException {
+		for (NbdConnection connection : this.connections) {
+			ExportBackend view = connection.view();
+			if (view != null) {
+				view.flush();
+			}
+		}
+	}
+
+}

@@ -1,0 +1,380 @@
+package dev.nbd.server;
+
+import java.net.BindException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import dev.nbd.backend.ExportBackend;
+import io.netty.bootstrap.ServerBootstrap;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.ChannelOption;
+import io.netty.channel.ChannelPipeline;
+import io.netty.channel.EventLoopGroup;
+import io.netty.channel.IoHandlerFactory;
+import io.netty.channel.MultiThreadIoEventLoopGroup;
+import io.netty.channel.ServerChannel;
+import io.netty.channel.WriteBufferWaterMark;
+import io.netty.channel.epoll.Epoll;
+import io.netty.channel.epoll.EpollIoHandler;
+import io.netty.channel.epoll.EpollServerSocketChannel;
+import io.netty.channel.nio.NioIoHandler;
+import io.netty.channel.socket.SocketChannel;
+import io.netty.channel.socket.nio.NioServerSocketChannel;
+import io.netty.channel.uring.IoUring;
+import io.netty.channel.uring.IoUringIoHandler;
+import io.netty.channel.uring.IoUringServerSocketChannel;
+import io.netty.handler.flush.FlushConsolidationHandler;
+import io.netty.util.concurrent.DefaultThreadFactory;
+
+/**
+ * The NBD listener: a Netty server whose pipeline per connection is
+ * {@code flush-consolidation → [tls] → handshake decoder → handshake handler}, swapped to
+ * {@code request decoder → transmission handler} once an export is chosen.
+ */
+public final class NbdServer {
+
+	private static final Logger logger = LoggerFactory.getLogger(NbdServer.class);
+
+	private final NbdServerConfig config;
+
+	private final Map<String, Export> exports;
+
+	private final NbdServerListener listener;
+
+	private final Set<NbdConnection> connections = ConcurrentHashMap.newKeySet();
+
+	private final AtomicInteger openChannels = new AtomicInteger();
+
+	private final RefusalLog refusals = new RefusalLog();
+
+	private volatile boolean draining;
+
+	private EventLoopGroup bossGroup;
+
+	private EventLoopGroup workerGroup;
+
+	private ExecutorService blockingExecutor;
+
+	private Channel serverChannel;
+
+	private Transport transport;
+
+	public NbdServer(NbdServerConfig config, Collection<ExportBackend> backends, Map<String, MultiConnMode> modes,
+			Map<String, List<Cidr>> exportAllowLists, NbdServerListener listener) {
+		this.config = config;
+		this.listener = (listener != null) ? listener : new NbdServerListener() {
+		};
+		this.blockingExecutor = new ThreadPoolExecutor(config.workerThreads(), config.workerThreads(), 60,
+				TimeUnit.SECONDS, new LinkedBlockingQueue<>(), new DefaultThreadFactory("nbd-worker", true));
+		((ThreadPoolExecutor) this.blockingExecutor).allowCoreThreadTimeOut(true);
+		Map<String, Export> map = new LinkedHashMap<>();
+		for (ExportBackend backend : backends) {
+			String name = backend.name();
+			if (name == null || name.getBytes(java.nio.charset.StandardCharsets.UTF_8).length > 4096) {
+				throw new IllegalArgumentException("export name must be set and at most 4096 bytes: " + name);
+			}
+			if (map.containsKey(name)) {
+				throw new IllegalArgumentException("two exports named '" + name + "'");
+			}
+			map.put(name, new Export(backend, modes.getOrDefault(name, MultiConnMode.AUTO),
+					exportAllowLists.getOrDefault(name, List.of()), this.blockingExecutor));
+		}
+		this.exports = Collections.unmodifiableMap(map);
+	}
+
+	/** Binds the listener; throws {@link NbdServerException} when the port cannot be bound. */
+	public synchronized void start() {
+		if (this.serverChannel != null) {
+			return;
+		}
+		this.transport = resolveTransport(this.config.transport());
+		IoHandlerFactory ioFactory = switch (this.transport) {
+			case EPOLL -> EpollIoHandler.newFactory();
+			case IO_URING -> IoUringIoHandler.newFactory();
+			default -> NioIoHandler.newFactory();
+		};
+		Class<? extends ServerChannel> channelClass = switch (this.transport) {
+			case EPOLL -> EpollServerSocketChannel.class;
+			case IO_URING -> IoUringServerSocketChannel.class;
+			default -> NioServerSocketChannel.class;
+		};
+		this.bossGroup = new MultiThreadIoEventLoopGroup(1, new DefaultThreadFactory("nbd-accept"), ioFactory);
+		this.workerGroup = new MultiThreadIoEventLoopGroup(this.config.eventLoopThreads(),
+				new DefaultThreadFactory("nbd-io"), ioFactory);
+		ServerBootstrap bootstrap = new ServerBootstrap().group(this.bossGroup, this.workerGroup)
+			.channel(channelClass)
+			.option(ChannelOption.SO_BACKLOG, 1024)
+			.option(ChannelOption.SO_REUSEADDR, true)
+			.childOption(ChannelOption.TCP_NODELAY, true)
+			.childOption(ChannelOption.SO_KEEPALIVE, true)
+			.childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, new WriteBufferWaterMark(1 << 20, 4 << 20))
+			.childHandler(new ChannelInitializer<SocketChannel>() {
+				@Override
+				protected void initChannel(SocketChannel ch) {
+					accept(ch);
+				}
+			});
+		try {
+			InetAddress bindAddress = InetAddress.getByName(this.config.address());
+			this.serverChannel = bootstrap.bind(new InetSocketAddress(bindAddress, this.config.port()))
+				.syncUninterruptibly()
+				.channel();
+		}
+		catch (Exception ex) {
+			shutdownGroups(Duration.ZERO);
+			if (ex instanceof BindException || ex.getCause() instanceof BindException
+					|| String.valueOf(ex.getMessage()).contains("Address already in use")) {
+				throw new NbdServerException("NBD port " + this.config.port() + " on " + this.config.address()
+						+ " is already in use", this.config.port(), ex);
+			}
+			throw new NbdServerException("NBD server could not bind " + this.config.address() + ":"
+					+ this.config.port() + ": " + ex.getMessage(), this.config.port(), ex);
+		}
+		this.draining = false;
+		logger.info("NBD server listening on {}:{} ({} transport, {}) with exports {}", this.config.address(), port(),
+				this.transport.name().toLowerCase(), (this.config.tls() == null) ? "plaintext"
+						: (this.config.tls().required() ? "TLS required" : "TLS optional"),
+				this.exports.keySet());
+	}
+
+	/** Bound port, or -1 when not listening. */
+	public int port() {
+		Channel ch = this.serverChannel;
+		return (ch != null && ch.localAddress() instanceof InetSocketAddress a) ? a.getPort() : -1;
+	}
+
+	public boolean isRunning() {
+		Channel ch = this.serverChannel;
+		return ch != null && ch.isActive();
+	}
+
+	/** Whether a graceful shutdown is in progress. */
+	public boolean isDraining() {
+		return this.draining;
+	}
+
+	public Transport transport() {
+		return this.transport;
+	}
+
+	public NbdServerConfig config() {
+		return this.config;
+	}
+
+	public Collection<Export> exports() {
+		return this.exports.values();
+	}
+
+	public Export export(String name) {
+		return this.exports.get(name);
+	}
+
+	/** Connections attached to an export. */
+	public Collection<NbdConnection> connections() {
+		List<NbdConnection> list = new ArrayList<>();
+		for (NbdConnection c : this.connections) {
+			if (c.export() != null) {
+				list.add(c);
+			}
+		}
+		return list;
+	}
+
+	/** Event loop groups, for metrics. Null before start. */
+	public List<EventLoopGroup> eventLoopGroups() {
+		return (this.workerGroup == null) ? List.of() : List.of(this.bossGroup, this.workerGroup);
+	}
+
+	/**
+	 * Graceful stop: stop accepting, answer new requests with {@code NBD_ESHUTDOWN}, wait (up to
+	 * {@code timeout}) for requests in flight, flush every export, then close everything.
+	 */
+	public void shutdownGracefully(Duration timeout) {
+		long deadline = System.nanoTime() + timeout.toNanos();
+		synchronized (this) {
+			if (this.serverChannel == null) {
+				return;
+			}
+			this.draining = true;
+			this.serverChannel.close().syncUninterruptibly();
+		}
+		logger.info("NBD server draining {} connection(s)", this.connections.size());
+		while (System.nanoTime() < deadline && this.connections.stream().anyMatch(c -> c.inFlight() > 0)) {
+			sleep(5);
+		}
+		for (Export export : this.exports.values()) {
+			try {
+				export.flushAll();
+			}
+			catch (Exception ex) {
+				logger.error("Flushing export '{}' at shutdown failed", export.name(), ex);
+			}
+		}
+		stop(Duration.ofNanos(Math.max(0, deadline - System.nanoTime())));
+	}
+
+	/** Immediate stop: close the listener and every connection. */
+	public void stop() {
+		stop(Duration.ZERO);
+	}
+
+	private synchronized void stop(Duration remaining) {
+		this.draining = true;
+		if (this.serverChannel != null) {
+			this.serverChannel.close().syncUninterruptibly();
+		}
+		for (NbdConnection c : this.connections) {
+			c.channel().close();
+		}
+		shutdownGroups(remaining);
+		this.blockingExecutor.shutdown();
+		this.serverChannel = null;
+		logger.info("NBD server stopped");
+	}
+
+	private void shutdownGroups(Duration timeout) {
+		long ms = Math.min(Math.max(timeout.toMillis(), 100), 5000);
+		if (this.bossGroup != null) {
+			this.bossGroup.shutdownGracefully(0, ms, TimeUnit.MILLISECONDS);
+		}
+		if (this.workerGroup != null) {
+			this.workerGroup.shutdownGracefully(0, ms, TimeUnit.MILLISECONDS).awaitUninterruptibly(ms + 1000);
+		}
+	}
+
+	private void accept(SocketChannel ch) {
+		InetSocketAddress remote = ch.remoteAddress();
+		if (this.draining) {
+			refuse(ch, "shutting_down", "server is shutting down");
+			return;
+		}
+		if (!this.config.allowedAddresses().isEmpty() && (remote == null
+				|| this.config.allowedAddresses().stream().noneMatch(c -> c.contains(remote.getAddress())))) {
+			refuse(ch, "address_not_allowed", remote + " is not in nbd.server.allowed-addresses");
+			return;
+		}
+		if (this.openChannels.incrementAndGet() > this.config.maxConnections()) {
+			this.openChannels.decrementAndGet();
+			refuse(ch, "max_connections", "nbd.server.max-connections (" + this.config.maxConnections() + ") reached");
+			return;
+		}
+		NbdConnection connection = new NbdConnection(ch, this.config.maxInFlight());
+		this.connections.add(connection);
+		ch.closeFuture().addListener(f -> {
+			this.openChannels.decrementAndGet();
+			this.connections.remove(connection);
+		});
+		ChannelPipeline p = ch.pipeline();
+		// First, so replies written from worker threads and during read loops go out in batches.
+		p.addLast(PipelineNames.FLUSH, new FlushConsolidationHandler(256, true));
+		p.addLast(PipelineNames.HANDSHAKE_DECODER, new dev.nbd.protocol.HandshakeDecoder(NbdServerConfig.MAX_OPTION_LENGTH));
+		p.addLast(PipelineNames.HANDSHAKE, new HandshakeHandler(this, connection));
+	}
+
+	private void refuse(SocketChannel ch, String reason, String detail) {
+		this.listener.connectionRefused(reason);
+		this.refusals.log(reason, "Refused NBD connection from " + ch.remoteAddress() + ": " + detail);
+		ch.close();
+	}
+
+	void refused(String reason, String message) {
+		this.listener.connectionRefused(reason);
+		this.refusals.log(reason, message);
+	}
+
+	NbdServerListener listener() {
+		return this.listener;
+	}
+
+	ExecutorService blockingExecutor() {
+		return this.blockingExecutor;
+	}
+
+	Map<String, Export> exportMap() {
+		return this.exports;
+	}
+
+	/** Export served for a name: the empty name means the default export. */
+	Export resolve(String name) {
+		if (name.isEmpty()) {
+			String def = this.config.defaultExport();
+			if (def != null && !def.isEmpty()) {
+				return this.exports.get(def);
+			}
+			return this.exports.values().stream().findFirst().orElse(null);
+		}
+		return this.exports.get(name);
+	}
+
+	private static Transport resolveTransport(Transport requested) {
+		return switch (requested) {
+			case NIO -> Transport.NIO;
+			case EPOLL -> {
+				Epoll.ensureAvailability();
+				yield Transport.EPOLL;
+			}
+			case IO_URING -> {
+				IoUring.ensureAvailability();
+				yield Transport.IO_URING;
+			}
+			case AUTO -> {
+				if (Epoll.isAvailable()) {
+					yield Transport.EPOLL;
+				}
+				logger.debug("epoll unavailable, using NIO", Epoll.unavailabilityCause());
+				yield Transport.NIO;
+			}
+		};
+	}
+
+	private static void sleep(long ms) {
+		try {
+			Thread.sleep(ms);
+		}
+		catch (InterruptedException ex) {
+			Thread.currentThread().interrupt();
+		}
+	}
+
+	/** Logs each refusal reason at most once a second, with the number suppressed meanwhile. */
+	private static final class RefusalLog {
+
+		private final Map<String, long[]> last = new ConcurrentHashMap<>();
+
+		void log(String reason, String message) {
+			long now = System.nanoTime();
+			long[] state = this.last.computeIfAbsent(reason, r -> new long[] { now - 2_000_000_000L, 0 });
+			synchronized (state) {
+				if (now - state[0] >= 1_000_000_000L) {
+					long suppressed = state[1];
+					state[0] = now;
+					state[1] = 0;
+					logger.warn("{}{}", message, (suppressed > 0) ? " (" + suppressed + " similar suppressed)" : "");
+				}
+				else {
+					state[1]++;
+				}
+			}
+		}
+
+	}
+
+}

@@ -1,0 +1,159 @@
+package dev.nbd.server;
+
+import java.time.Duration;
+import java.util.List;
+
+/**
+ * Settings of one {@link NbdServer}. Immutable; build with {@link #builder()}.
+ *
+ * @param address bind address
+ * @param port TCP port, 0 for any free port
+ * @param maxConnections open connections beyond this are closed at once
+ * @param maxInFlight per-connection requests in progress before the server stops reading
+ * @param maxPayload largest READ/WRITE payload, advertised as the maximum block size
+ * @param maxInFlightBytes per-connection payload bytes (READ and WRITE) in progress before the
+ * server stops dispatching: with {@code maxPayload} it bounds memory held for one connection
+ * @param handshakeTimeout a client still negotiating after this is dropped
+ * @param idleTimeout a connection with no traffic for this long is closed; zero for never
+ * @param allowedAddresses clients allowed to connect; empty for all
+ * @param tls TLS settings, or null for plaintext only
+ * @param transport Netty transport
+ * @param eventLoopThreads network threads, 0 for Netty's default
+ * @param workerThreads threads that call blocking backends
+ * @param defaultExport export served for the empty name; null for the first export
+ */
+public record NbdServerConfig(String address, int port, int maxConnections, int maxInFlight, int maxPayload,
+		long maxInFlightBytes, Duration handshakeTimeout, Duration idleTimeout, List<Cidr> allowedAddresses,
+		TlsSettings tls, Transport transport, int eventLoopThreads, int workerThreads, String defaultExport) {
+
+	/** Longest option data accepted; longer options are skipped and refused with TOO_BIG. */
+	public static final int MAX_OPTION_LENGTH = 64 * 1024;
+
+	public NbdServerConfig {
+		if (maxPayload < 4096) {
+			throw new IllegalArgumentException("max-payload must be at least 4KB, was " + maxPayload);
+		}
+		if (maxInFlight < 1) {
+			throw new IllegalArgumentException("max-in-flight must be at least 1, was " + maxInFlight);
+		}
+		if (maxConnections < 1) {
+			throw new IllegalArgumentException("max-connections must be at least 1, was " + maxConnections);
+		}
+		allowedAddresses = List.copyOf(allowedAddresses);
+	}
+
+	public static Builder builder() {
+		return new Builder();
+	}
+
+	/** Builder with the defaults documented in the README. */
+	public static final class Builder {
+
+		private String address = "127.0.0.1";
+
+		private int port = 10809;
+
+		private int maxConnections = 512;
+
+		private int maxInFlight = 64;
+
+		private int maxPayload = 32 * 1024 * 1024;
+
+		private long maxInFlightBytes = 64L * 1024 * 1024;
+
+		private Duration handshakeTimeout = Duration.ofSeconds(10);
+
+		private Duration idleTimeout = Duration.ZERO;
+
+		private List<Cidr> allowedAddresses = List.of();
+
+		private TlsSettings tls;
+
+		private Transport transport = Transport.AUTO;
+
+		private int eventLoopThreads;
+
+		private int workerThreads = Math.max(8, 4 * Runtime.getRuntime().availableProcessors());
+
+		private String defaultExport;
+
+		public Builder address(String address) {
+			this.address = address;
+			return this;
+		}
+
+		public Builder port(int port) {
+			this.port = port;
+			return this;
+		}
+
+		public Builder maxConnections(int maxConnections) {
+			this.maxConnections = maxConnections;
+			return this;
+		}
+
+		public Builder maxInFlight(int maxInFlight) {
+			this.maxInFlight = maxInFlight;
+			return this;
+		}
+
+		public Builder maxPayload(int maxPayload) {
+			this.maxPayload = maxPayload;
+			return this;
+		}
+
+		public Builder maxInFlightBytes(long maxInFlightBytes) {
+			this.maxInFlightBytes = maxInFlightBytes;
+			return this;
+		}
+
+		public Builder handshakeTimeout(Duration handshakeTimeout) {
+			this.handshakeTimeout = handshakeTimeout;
+			return this;
+		}
+
+		public Builder idleTimeout(Duration idleTimeout) {
+			this.idleTimeout = idleTimeout;
+			return this;
+		}
+
+		public Builder allowedAddresses(List<Cidr> allowedAddresses) {
+			this.allowedAddresses = allowedAddresses;
+			return this;
+		}
+
+		public Builder tls(TlsSettings tls) {
+			this.tls = tls;
+			return this;
+		}
+
+		public Builder transport(Transport transport) {
+			this.transport = transport;
+			return this;
+		}
+
+		public Builder eventLoopThreads(int eventLoopThreads) {
+			this.eventLoopThreads = eventLoopThreads;
+			return this;
+		}
+
+		public Builder workerThreads(int workerThreads) {
+			this.workerThreads = workerThreads;
+			return this;
+		}
+
+		public Builder defaultExport(String defaultExport) {
+			this.defaultExport = defaultExport;
+			return this;
+		}
+
+		public NbdServerConfig build() {
+			return new NbdServerConfig(this.address, this.port, this.maxConnections, this.maxInFlight, this.maxPayload,
+					Math.max(this.maxInFlightBytes, this.maxPayload), this.handshakeTimeout, this.idleTimeout,
+					this.allowedAddresses, this.tls, this.transport, this.eventLoopThreads, this.workerThreads,
+					this.defaultExport);
+		}
+
+	}
+
+}

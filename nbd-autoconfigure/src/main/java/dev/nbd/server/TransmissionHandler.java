@@ -1,0 +1,607 @@
+package dev.nbd.server;
+
+import java.nio.ByteBuffer;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.RejectedExecutionException;
+
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import dev.nbd.backend.ExportBackend;
+import dev.nbd.backend.NbdBackendException;
+import dev.nbd.protocol.NbdEncoder;
+import dev.nbd.protocol.NbdError;
+import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.protocol.ProtocolMessage;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.ByteBufAllocator;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.ChannelInboundHandlerAdapter;
+import io.netty.handler.timeout.IdleStateEvent;
+import io.netty.util.ReferenceCountUtil;
+
+/**
+ * The transmission phase of one connection: validates requests, runs them against the
+ * backend (inline for non-blocking backends, on worker threads otherwise), and writes replies
+ * as each finishes, so replies may go out of order.
+ *
+ * <p>Backpressure: at most {@code maxInFlight} requests and {@code maxInFlightBytes} of payload
+ * are in progress; beyond that requests wait in a queue and the socket is no longer read. Reading
+ * also stops while the socket is not writable (a client that does not read its replies).
+ *
+ * <p>All state is touched on the channel's event loop only; workers hand results back to it.
+ */
+final class TransmissionHandler extends ChannelInboundHandlerAdapter {
+
+	private static final Logger logger = LoggerFactory.getLogger(TransmissionHandler.class);
+
+	private static final int ZERO_CHUNK = 1 << 20;
+
+	private static final ByteBuffer ZEROES = ByteBuffer.allocateDirect(ZERO_CHUNK).asReadOnlyBuffer();
+
+	private static final int MAX_EXTENTS = 1 << 16;
+
+	private final NbdServer server;
+
+	private final NbdConnection connection;
+
+	private final Export export;
+
+	private final ExportBackend view;
+
+	private final long size;
+
+	private final boolean structured;
+
+	private final boolean baseAllocation;
+
+	private final int flags;
+
+	private final int maxInFlight;
+
+	private final long maxInFlightBytes;
+
+	private final int maxPayload;
+
+	private final ArrayDeque<ProtocolMessage.Request> queue = new ArrayDeque<>();
+
+	private int running;
+
+	private long runningBytes;
+
+	/** DISC received or graceful close asked: answer what is in flight, then close. */
+	private boolean closing;
+
+	private boolean closed;
+
+	private ChannelHandlerContext ctx;
+
+	private final long openedNanos = System.nanoTime();
+
+	TransmissionHandler(NbdServer server, NbdConnection connection, Export export, ExportBackend view, long size,
+			boolean structured, boolean baseAllocation) {
+		this.server = server;
+		this.connection = connection;
+		this.export = export;
+		this.view = view;
+		this.size = size;
+		this.structured = structured;
+		this.baseAllocation = baseAllocation;
+		this.flags = export.transmissionFlags(structured);
+		this.maxInFlight = server.config().maxInFlight();
+		this.maxInFlightBytes = server.config().maxInFlightBytes();
+		this.maxPayload = server.config().maxPayload();
+	}
+
+	@Override
+	public void handlerAdded(ChannelHandlerContext ctx) {
+		this.ctx = ctx;
+		this.export.connections().add(this.connection);
+		this.connection.gracefulClose(() -> ctx.executor().execute(this::beginClose));
+		logger.info("NBD {} opened ({}{}, flags 0x{})", this.connection, this.structured ? "structured replies" : "simple replies",
+				this.connection.tls() ? ", TLS" : "", Integer.toHexString(this.flags));
+		this.server.listener().connectionOpened(this.connection);
+	}
+
+	@Override
+	public void channelInactive(ChannelHandlerContext ctx) {
+		this.closed = true;
+		for (ProtocolMessage.Request r : this.queue) {
+			r.release();
+		}
+		this.queue.clear();
+		this.export.connections().remove(this.connection);
+		if (this.view != this.export.backend()) {
+			try {
+				this.view.disconnect();
+			}
+			catch (Exception ex) {
+				logger.warn("Export '{}' failed to release a connection view", this.export.name(), ex);
+			}
+		}
+		logger.info("NBD {} closed after {} ms: {} requests, {} bytes read, {} bytes written", this.connection,
+				(System.nanoTime() - this.openedNanos) / 1_000_000, this.connection.requests(),
+				this.connection.bytesRead(), this.connection.bytesWritten());
+		this.server.listener().connectionClosed(this.connection);
+		ctx.fireChannelInactive();
+	}
+
+	@Override
+	public void channelRead(ChannelHandlerContext ctx, Object msg) {
+		if (msg instanceof ProtocolMessage.Request request) {
+			onRequest(request);
+		}
+		else if (msg instanceof ProtocolMessage.Violation v) {
+			logger.warn("Closing NBD {}: {}", this.connection, v.reason());
+			this.server.refused("protocol_error", "Closed " + this.connection + ": " + v.reason());
+			ctx.close();
+		}
+		else {
+			ReferenceCountUtil.release(msg);
+		}
+	}
+
+	@Override
+	public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+		updateAutoRead();
+		ctx.fireChannelWritabilityChanged();
+	}
+
+	@Override
+	public void userEventTriggered(ChannelHandlerContext ctx, Object evt) {
+		if (evt instanceof IdleStateEvent && this.connection.inFlight() == 0) {
+			logger.info("Closing idle NBD {}", this.connection);
+			this.server.refused("idle_timeout", "Closed idle " + this.connection);
+			beginClose();
+			return;
+		}
+		ctx.fireUserEventTriggered(evt);
+	}
+
+	@Override
+	public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
+		logger.debug("Closing NBD {}: {}", this.connection, cause.toString());
+		ctx.close();
+	}
+
+	private void onRequest(ProtocolMessage.Request r) {
+		if (r.type() == NbdProtocol.CMD_DISC) {
+			r.release();
+			beginClose();
+			return;
+		}
+		this.connection.requestReceived();
+		if (this.closing || this.server.isDraining()) {
+			// Nothing new starts once we are closing; the client learns why.
+			r.release();
+			finish(r, System.nanoTime(), errorReply(r, NbdError.ESHUTDOWN, "server is shutting down"), NbdError.ESHUTDOWN, 0);
+			return;
+		}
+		this.queue.add(r);
+		dispatch();
+		updateAutoRead();
+	}
+
+	private void beginClose() {
+		if (this.closed) {
+			return;
+		}
+		this.closing = true;
+		updateAutoRead();
+		maybeClose();
+	}
+
+	private void maybeClose() {
+		if (this.closing && this.connection.inFlight() == 0 && !this.closed) {
+			this.closed = true;
+			this.ctx.flush();
+			this.ctx.close();
+		}
+	}
+
+	private void updateAutoRead() {
+		boolean read = !this.closing && this.queue.isEmpty() && this.connection.inFlight() < this.maxInFlight
+				&& this.ctx.channel().isWritable();
+		if (this.ctx.channel().config().isAutoRead() != read) {
+			this.ctx.channel().config().setAutoRead(read);
+			if (read) {
+				this.ctx.read();
+			}
+		}
+	}
+
+	private static long cost(ProtocolMessage.Request r) {
+		return (r.type() == NbdProtocol.CMD_READ || r.type() == NbdProtocol.CMD_WRITE) ? r.length() : 0;
+	}
+
+	private void dispatch() {
+		while (!this.queue.isEmpty() && this.running < this.maxInFlight) {
+			ProtocolMessage.Request next = this.queue.peek();
+			long cost = cost(next);
+			if (this.runningBytes > 0 && this.runningBytes + cost > this.maxInFlightBytes) {
+				return;
+			}
+			this.queue.poll();
+			this.running++;
+			this.runningBytes += cost;
+			start(next, cost);
+		}
+	}
+
+	private void start(ProtocolMessage.Request r, long cost) {
+		long startNanos = System.nanoTime();
+		NbdError invalid = validate(r);
+		if (invalid != null) {
+			r.release();
+			done(r, cost, startNanos, errorReply(r, invalid, null), invalid, 0);
+			return;
+		}
+		if (!this.view.isBlocking()) {
+			execute(r, cost, startNanos);
+			return;
+		}
+		try {
+			this.server.blockingExecutor().execute(() -> execute(r, cost, startNanos));
+		}
+		catch (RejectedExecutionException ex) {
+			r.release();
+			done(r, cost, startNanos, errorReply(r, NbdError.ESHUTDOWN, null), NbdError.ESHUTDOWN, 0);
+		}
+	}
+
+	/** Error for a request that must not reach the backend, or null. */
+	private NbdError validate(ProtocolMessage.Request r) {
+		int type = r.type();
+		int allowed = switch (type) {
+			case NbdProtocol.CMD_READ -> this.structured ? NbdProtocol.CMD_FLAG_DF : 0;
+			case NbdProtocol.CMD_WRITE, NbdProtocol.CMD_TRIM -> NbdProtocol.CMD_FLAG_FUA;
+			case NbdProtocol.CMD_WRITE_ZEROES -> NbdProtocol.CMD_FLAG_FUA | NbdProtocol.CMD_FLAG_NO_HOLE
+					| (((this.flags & NbdProtocol.TFLAG_SEND_FAST_ZERO) != 0) ? NbdProtocol.CMD_FLAG_FAST_ZERO : 0);
+			case NbdProtocol.CMD_BLOCK_STATUS -> NbdProtocol.CMD_FLAG_REQ_ONE;
+			case NbdProtocol.CMD_FLUSH, NbdProtocol.CMD_CACHE -> 0;
+			default -> -1;
+		};
+		if (allowed == -1) {
+			return NbdError.EINVAL;
+		}
+		if ((r.flags() & ~allowed) != 0) {
+			return NbdError.EINVAL;
+		}
+		if ((r.flags() & NbdProtocol.CMD_FLAG_FUA) != 0 && (this.flags & NbdProtocol.TFLAG_SEND_FUA) == 0) {
+			return NbdError.EINVAL;
+		}
+		boolean writeType = type == NbdProtocol.CMD_WRITE || type == NbdProtocol.CMD_TRIM
+				|| type == NbdProtocol.CMD_WRITE_ZEROES;
+		if (writeType && this.export.readOnly()) {
+			return NbdError.EPERM;
+		}
+		switch (type) {
+			case NbdProtocol.CMD_FLUSH -> {
+				return ((this.flags & NbdProtocol.TFLAG_SEND_FLUSH) != 0) ? null : NbdError.EINVAL;
+			}
+			case NbdProtocol.CMD_TRIM -> {
+				if ((this.flags & NbdProtocol.TFLAG_SEND_TRIM) == 0) {
+					return NbdError.EINVAL;
+				}
+			}
+			case NbdProtocol.CMD_CACHE -> {
+				if ((this.flags & NbdProtocol.TFLAG_SEND_CACHE) == 0) {
+					return NbdError.EINVAL;
+				}
+			}
+			case NbdProtocol.CMD_BLOCK_STATUS -> {
+				if (!this.baseAllocation) {
+					return NbdError.EINVAL;
+				}
+			}
+			case NbdProtocol.CMD_WRITE -> {
+				if (r.payloadDiscarded()) {
+					return NbdError.EINVAL;
+				}
+			}
+			case NbdProtocol.CMD_READ -> {
+				if (r.length() > this.maxPayload) {
+					return NbdError.EINVAL;
+				}
+			}
+			default -> {
+			}
+		}
+		long offset = r.offset();
+		long length = r.length();
+		if (length == 0 || offset < 0 || offset > this.size || length > this.size - offset) {
+			return (type == NbdProtocol.CMD_WRITE || type == NbdProtocol.CMD_WRITE_ZEROES) ? NbdError.ENOSPC
+					: NbdError.EINVAL;
+		}
+		int min = this.view.minimumBlockSize();
+		if (min > 1 && ((offset | length) & (min - 1)) != 0) {
+			return NbdError.EINVAL;
+		}
+		return null;
+	}
+
+	/** Runs a validated request; on a worker thread for blocking backends. */
+	private void execute(ProtocolMessage.Request r, long cost, long startNanos) {
+		List<ByteBuf> reply = null;
+		NbdError error = null;
+		long bytes = 0;
+		boolean flushAfter = false;
+		try {
+			switch (r.type()) {
+				case NbdProtocol.CMD_READ -> {
+					reply = read(r);
+					bytes = r.length();
+				}
+				case NbdProtocol.CMD_WRITE -> {
+					boolean fua = r.hasFlag(NbdProtocol.CMD_FLAG_FUA);
+					this.view.write(r.offset(), r.payload().nioBuffer(), fua && this.export.nativeFua());
+					flushAfter = fua && !this.export.nativeFua();
+					bytes = r.length();
+				}
+				case NbdProtocol.CMD_FLUSH -> {
+					flushAfter = true;
+				}
+				case NbdProtocol.CMD_TRIM -> {
+					boolean fua = r.hasFlag(NbdProtocol.CMD_FLAG_FUA);
+					this.view.trim(r.offset(), r.length(), fua && this.export.nativeFua());
+					flushAfter = fua && !this.export.nativeFua();
+				}
+				case NbdProtocol.CMD_WRITE_ZEROES -> {
+					boolean fua = r.hasFlag(NbdProtocol.CMD_FLAG_FUA);
+					zero(r, fua && this.export.nativeFua());
+					flushAfter = fua && !this.export.nativeFua();
+				}
+				case NbdProtocol.CMD_CACHE -> this.view.cache(r.offset(), r.length());
+				case NbdProtocol.CMD_BLOCK_STATUS -> reply = blockStatus(r);
+				default -> error = NbdError.EINVAL;
+			}
+		}
+		catch (NbdBackendException ex) {
+			error = ex.error();
+			logFailure(r, ex);
+		}
+		catch (Throwable ex) {
+			error = NbdError.EIO;
+			logFailure(r, ex);
+		}
+		finally {
+			r.release();
+		}
+		if (error != null && reply != null) {
+			reply.forEach(ByteBuf::release);
+			reply = null;
+		}
+		if (error == null && flushAfter) {
+			long b = bytes;
+			CompletableFuture<Void> flush = (this.export.sharedFlush() != null) ? this.export.sharedFlush().flush()
+					: this.connection.ownFlush().flush();
+			flush.whenComplete((v, ex) -> {
+				NbdError e = null;
+				if (ex != null) {
+					Throwable cause = (ex instanceof java.util.concurrent.CompletionException) ? ex.getCause() : ex;
+					e = (cause instanceof NbdBackendException nbe) ? nbe.error() : NbdError.EIO;
+					logFailure(r, cause);
+				}
+				NbdError fe = e;
+				onLoop(() -> done(r, cost, startNanos, (fe == null) ? simpleOk(r) : errorReply(r, fe, null), fe,
+						(fe == null) ? b : 0));
+			});
+			return;
+		}
+		List<ByteBuf> out = (error != null) ? errorReply(r, error, null) : (reply != null) ? reply : simpleOk(r);
+		NbdError e = error;
+		long b = (error == null) ? bytes : 0;
+		onLoop(() -> done(r, cost, startNanos, out, e, b));
+	}
+
+	private void onLoop(Runnable task) {
+		if (this.ctx.executor().inEventLoop()) {
+			task.run();
+		}
+		else {
+			try {
+				this.ctx.executor().execute(task);
+			}
+			catch (RejectedExecutionException ex) {
+				// Event loop gone: the connection is closed, nothing to answer.
+			}
+		}
+	}
+
+	private void logFailure(ProtocolMessage.Request r, Throwable ex) {
+		if (ex instanceof NbdBackendException) {
+			logger.debug("Export '{}' failed {}: {}", this.export.name(), r, ex.getMessage());
+		}
+		else {
+			logger.warn("Export '{}' failed {}", this.export.name(), r, ex);
+		}
+	}
+
+	private List<ByteBuf> read(ProtocolMessage.Request r) throws Exception {
+		ByteBufAllocator alloc = this.ctx.alloc();
+		int length = (int) r.length();
+		if (!this.structured) {
+			ByteBuf header = alloc.directBuffer(16);
+			NbdEncoder.writeSimpleReply(header, r.cookie(), 0);
+			return List.of(header, readData(alloc, r.offset(), length));
+		}
+		boolean df = r.hasFlag(NbdProtocol.CMD_FLAG_DF);
+		if (df || !this.view.canExtents()) {
+			return List.of(NbdEncoder.dataChunkHeader(alloc, r.cookie(), true, r.offset(), length),
+					readData(alloc, r.offset(), length));
+		}
+		// Holes go out as OFFSET_HOLE chunks: no zero bytes on the wire.
+		List<long[]> extents = new ArrayList<>();
+		this.view.extents(r.offset(), length, (len, fl) -> {
+			extents.add(new long[] { len, fl });
+			return true;
+		});
+		List<ByteBuf> out = new ArrayList<>();
+		long pos = r.offset();
+		long end = r.offset() + length;
+		try {
+			for (int i = 0; i < extents.size() && pos < end; i++) {
+				long len = Math.min(extents.get(i)[0], end - pos);
+				if (len <= 0) {
+					continue;
+				}
+				boolean zero = (extents.get(i)[1] & ExportBackend.ZERO) != 0;
+				boolean last = pos + len >= end;
+				if (zero) {
+					out.add(NbdEncoder.holeChunk(alloc, r.cookie(), last, pos, (int) len));
+				}
+				else {
+					out.add(NbdEncoder.dataChunkHeader(alloc, r.cookie(), last, pos, (int) len));
+					out.add(readData(alloc, pos, (int) len));
+				}
+				pos += len;
+			}
+			if (pos < end) {
+				// The backend reported less than asked: read the rest as data.
+				out.add(NbdEncoder.dataChunkHeader(alloc, r.cookie(), true, pos, (int) (end - pos)));
+				out.add(readData(alloc, pos, (int) (end - pos)));
+			}
+		}
+		catch (Exception | Error ex) {
+			out.forEach(ByteBuf::release);
+			throw ex;
+		}
+		return out;
+	}
+
+	private ByteBuf readData(ByteBufAllocator alloc, long offset, int length) throws Exception {
+		ByteBuf data = alloc.directBuffer(length);
+		try {
+			ByteBuffer nio = data.internalNioBuffer(0, length);
+			this.view.read(offset, nio);
+			data.writerIndex(length);
+			return data;
+		}
+		catch (Exception | Error ex) {
+			data.release();
+			throw ex;
+		}
+	}
+
+	private void zero(ProtocolMessage.Request r, boolean fua) throws Exception {
+		boolean fast = r.hasFlag(NbdProtocol.CMD_FLAG_FAST_ZERO);
+		boolean mayTrim = !r.hasFlag(NbdProtocol.CMD_FLAG_NO_HOLE);
+		if (this.view.canZero()) {
+			if (fast && !this.view.canFastZero()) {
+				throw new NbdBackendException(NbdError.ENOTSUP, "fast zero not supported");
+			}
+			this.view.zero(r.offset(), r.length(), mayTrim, fast, fua);
+			return;
+		}
+		if (fast) {
+			throw new NbdBackendException(NbdError.ENOTSUP, "fast zero not supported");
+		}
+		// Emulation: write zeroes from a shared read-only buffer, chunk by chunk.
+		long offset = r.offset();
+		long end = offset + r.length();
+		while (offset < end) {
+			int n = (int) Math.min(ZERO_CHUNK, end - offset);
+			ByteBuffer chunk = ZEROES.duplicate();
+			chunk.limit(n);
+			this.view.write(offset, chunk, fua && offset + n >= end);
+			offset += n;
+		}
+	}
+
+	private List<ByteBuf> blockStatus(ProtocolMessage.Request r) throws Exception {
+		boolean one = r.hasFlag(NbdProtocol.CMD_FLAG_REQ_ONE);
+		int cap = one ? 1 : MAX_EXTENTS;
+		long[] lengths = new long[Math.min(cap, 64)];
+		int[] kinds = new int[lengths.length];
+		int[] count = { 0 };
+		long[] covered = { 0 };
+		long want = r.length();
+		long[][] lref = { lengths };
+		int[][] kref = { kinds };
+		this.view.extents(r.offset(), want, (len, fl) -> {
+			long l = Math.min(len, want - covered[0]);
+			if (l <= 0) {
+				return false;
+			}
+			int n = count[0];
+			if (n > 0 && kref[0][n - 1] == fl) {
+				lref[0][n - 1] += l;
+			}
+			else {
+				if (n == lref[0].length) {
+					lref[0] = java.util.Arrays.copyOf(lref[0], n * 2);
+					kref[0] = java.util.Arrays.copyOf(kref[0], n * 2);
+				}
+				lref[0][n] = l;
+				kref[0][n] = fl & (ExportBackend.HOLE | ExportBackend.ZERO);
+				count[0] = n + 1;
+			}
+			covered[0] += l;
+			return covered[0] < want && count[0] < cap;
+		});
+		if (count[0] == 0) {
+			lref[0][0] = want;
+			kref[0][0] = 0;
+			count[0] = 1;
+		}
+		return List.of(NbdEncoder.blockStatusChunk(this.ctx.alloc(), r.cookie(), NbdProtocol.CONTEXT_ID_BASE_ALLOCATION,
+				lref[0], kref[0], Math.min(count[0], cap)));
+	}
+
+	private List<ByteBuf> simpleOk(ProtocolMessage.Request r) {
+		return List.of(NbdEncoder.simpleReply(this.ctx.alloc(), r.cookie(), 0));
+	}
+
+	private List<ByteBuf> errorReply(ProtocolMessage.Request r, NbdError error, String message) {
+		if (this.structured && r.type() == NbdProtocol.CMD_READ || this.structured && r.type() == NbdProtocol.CMD_BLOCK_STATUS) {
+			return List.of(NbdEncoder.errorChunk(this.ctx.alloc(), r.cookie(), error.code(), message));
+		}
+		return List.of(NbdEncoder.simpleReply(this.ctx.alloc(), r.cookie(), error.code()));
+	}
+
+	/** On the event loop: account, reply, and let the next requests in. */
+	private void done(ProtocolMessage.Request r, long cost, long startNanos, List<ByteBuf> reply, NbdError error,
+			long bytes) {
+		this.running--;
+		this.runningBytes -= cost;
+		finish(r, startNanos, reply, error, bytes);
+		dispatch();
+		updateAutoRead();
+	}
+
+	private void finish(ProtocolMessage.Request r, long startNanos, List<ByteBuf> reply, NbdError error, long bytes) {
+		if (!this.ctx.channel().isActive()) {
+			reply.forEach(ByteBuf::release);
+		}
+		else {
+			for (ByteBuf b : reply) {
+				this.ctx.write(b, this.ctx.voidPromise());
+			}
+			this.ctx.flush();
+		}
+		long nanos = System.nanoTime() - startNanos;
+		if (error == null && bytes > 0) {
+			if (r.type() == NbdProtocol.CMD_READ) {
+				this.connection.addBytesRead(bytes);
+				this.export.addBytesRead(bytes);
+			}
+			else if (r.type() == NbdProtocol.CMD_WRITE) {
+				this.connection.addBytesWritten(bytes);
+				this.export.addBytesWritten(bytes);
+			}
+		}
+		String op = NbdProtocol.commandName(r.type());
+		String outcome = (error == null) ? "success" : error.name().toLowerCase();
+		if (r.type() == NbdProtocol.CMD_FLUSH) {
+			this.export.flushLatency().record(nanos);
+			this.server.listener().flushCompleted(this.export, nanos, error == null);
+		}
+		this.server.listener().requestCompleted(this.export, op, outcome, nanos, (error == null) ? bytes : 0);
+		this.connection.requestAnswered();
+		maybeClose();
+	}
+
+}
