@@ -1,0 +1,161 @@
+package dev.nbd.sample.support;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+import dev.nbd.testsupport.FreePort;
+
+/**
+ * The packaged sample app ({@code target/sample-app-*.jar}) in its own JVM, so tests can kill
+ * it with SIGKILL or SIGTERM. Ports are free ones, the disk export lives under {@code dataDir}.
+ * Use from failsafe integration tests ({@code *IT}), which run after the jar is built.
+ */
+public final class SampleAppProcess implements AutoCloseable {
+
+	private final Process process;
+
+	private final int nbdPort;
+
+	private final int httpPort;
+
+	private final Path log;
+
+	private SampleAppProcess(Process process, int nbdPort, int httpPort, Path log) {
+		this.process = process;
+		this.nbdPort = nbdPort;
+		this.httpPort = httpPort;
+		this.log = log;
+	}
+
+	/** Path of the executable jar built by {@code mvn package}. */
+	public static Path jar() {
+		Path target = Path.of("target");
+		try (var files = Files.list(target)) {
+			return files.filter(p -> p.getFileName().toString().matches("sample-app-.*\\.jar"))
+				.filter(p -> !p.getFileName().toString().endsWith("-plain.jar"))
+				.findFirst()
+				.orElseThrow(() -> new IllegalStateException("sample-app jar not built; run mvn package first"));
+		}
+		catch (IOException ex) {
+			throw new UncheckedIOException(ex);
+		}
+	}
+
+	/** Starts on free ports with the disk export at {@code dataDir/disk.img}, plus extra args. */
+	public static SampleAppProcess start(Path dataDir, String... extraArgs) {
+		return start(dataDir, FreePort.find(), extraArgs);
+	}
+
+	/** Starts on a given NBD port (to restart "the same server" after a kill). */
+	public static SampleAppProcess start(Path dataDir, int nbdPort, String... extraArgs) {
+		int httpPort = FreePort.find();
+		List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+				"-Xmx512m", "-jar", jar().toAbsolutePath().toString(), "--nbd.server.port=" + nbdPort,
+				"--server.port=" + httpPort, "--nbd.exports.disk.path=" + dataDir.resolve("disk.img").toAbsolutePath()));
+		cmd.addAll(List.of(extraArgs));
+		try {
+			Files.createDirectories(dataDir);
+			Path log = dataDir.resolve("sample-app-" + nbdPort + "-" + System.nanoTime() + ".log");
+			Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+			SampleAppProcess app = new SampleAppProcess(p, nbdPort, httpPort, log);
+			app.awaitPort(Duration.ofSeconds(60));
+			return app;
+		}
+		catch (IOException ex) {
+			throw new UncheckedIOException(ex);
+		}
+	}
+
+	public int nbdPort() {
+		return this.nbdPort;
+	}
+
+	public int httpPort() {
+		return this.httpPort;
+	}
+
+	public long pid() {
+		return this.process.pid();
+	}
+
+	public String uri(String export) {
+		return "nbd://127.0.0.1:" + this.nbdPort + "/" + export;
+	}
+
+	public String log() {
+		try {
+			return Files.readString(this.log);
+		}
+		catch (IOException ex) {
+			return "(no log: " + ex + ")";
+		}
+	}
+
+	/** SIGKILL: no shutdown hooks, no flush; what is durable is what the kernel has. */
+	public void kill9() {
+		this.process.destroyForcibly();
+		waitExit(Duration.ofSeconds(30));
+	}
+
+	/** SIGTERM: Spring's graceful shutdown. Returns the exit code. */
+	public int terminate(Duration timeout) {
+		this.process.destroy();
+		return waitExit(timeout);
+	}
+
+	private int waitExit(Duration timeout) {
+		try {
+			if (!this.process.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
+				this.process.destroyForcibly();
+				this.process.waitFor(10, TimeUnit.SECONDS);
+				throw new AssertionError("sample app did not exit within " + timeout + "\n" + log());
+			}
+			return this.process.exitValue();
+		}
+		catch (InterruptedException ex) {
+			Thread.currentThread().interrupt();
+			throw new AssertionError(ex);
+		}
+	}
+
+	private void awaitPort(Duration timeout) {
+		long deadline = System.nanoTime() + timeout.toNanos();
+		while (System.nanoTime() < deadline) {
+			if (!this.process.isAlive()) {
+				throw new AssertionError("sample app exited early:\n" + log());
+			}
+			try (Socket s = new Socket()) {
+				s.connect(new InetSocketAddress("127.0.0.1", this.nbdPort), 200);
+				return;
+			}
+			catch (IOException ex) {
+				try {
+					Thread.sleep(100);
+				}
+				catch (InterruptedException ie) {
+					Thread.currentThread().interrupt();
+					return;
+				}
+			}
+		}
+		this.process.destroyForcibly();
+		throw new AssertionError("sample app did not listen on " + this.nbdPort + " within " + timeout + "\n" + log());
+	}
+
+	@Override
+	public void close() {
+		if (this.process.isAlive()) {
+			this.process.destroyForcibly();
+			waitExit(Duration.ofSeconds(30));
+		}
+	}
+
+}
