@@ -1,0 +1,514 @@
+package dev.nbd.server;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import dev.nbd.backend.ExportBackend;
+import dev.nbd.backend.FileBackend;
+import dev.nbd.backend.MemoryBackend;
+import dev.nbd.backend.NbdBackendException;
+import dev.nbd.protocol.NbdError;
+import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.server.RawNbdClient.Chunk;
+import dev.nbd.server.RawNbdClient.SimpleReply;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** Every command, and every error the spec names for it, against a real server. */
+class NbdServerTransmissionTests {
+
+	private static final int SIZE = 1 << 20;
+
+	private static final int MAX_PAYLOAD = 64 * 1024;
+
+	private static final int EPERM = NbdError.EPERM.code();
+
+	private static final int EINVAL = NbdError.EINVAL.code();
+
+	private static final int ENOSPC = NbdError.ENOSPC.code();
+
+	private static final int ENOTSUP = NbdError.ENOTSUP.code();
+
+	@TempDir
+	Path dir;
+
+	private NbdServer server;
+
+	private int port;
+
+	private MemoryBackend mem;
+
+	private FileBackend file;
+
+	@BeforeEach
+	void start() throws IOException {
+		this.mem = new MemoryBackend("mem", SIZE);
+		this.file = new FileBackend("file", this.dir.resolve("disk.img"), SIZE, null, false);
+		this.server = new NbdServer(NbdServerConfig.builder().port(0).maxPayload(MAX_PAYLOAD).build(),
+				List.of(this.mem, this.file, new MemoryBackend("ro", SIZE, null, true), new SlowZeroBackend(),
+						new SlowWriteBackend()),
+				Map.of(), Map.of(), null);
+		this.server.start();
+		this.port = this.server.port();
+	}
+
+	@AfterEach
+	void stop() throws IOException {
+		this.server.stop();
+		this.file.close();
+	}
+
+	@Test
+	void writeReadFlushTrimCacheZeroOnMemory() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", false, false)) {
+			byte[] data = pattern(8192, 3);
+			c.request(0, NbdProtocol.CMD_WRITE, 1, 4096, data.length, data);
+			assertOk(c.readSimpleReply(), 1);
+			c.request(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_WRITE, 2, 65536, data.length, data);
+			assertOk(c.readSimpleReply(), 2);
+			c.request(0, NbdProtocol.CMD_FLUSH, 3, 0, 0, null);
+			assertOk(c.readSimpleReply(), 3);
+			c.request(0, NbdProtocol.CMD_READ, 4, 4096, data.length, null);
+			SimpleReply read = c.readSimpleReply(data.length);
+			assertOk(read, 4);
+			assertThat(read.data()).isEqualTo(data);
+			c.request(0, NbdProtocol.CMD_CACHE, 5, 0, SIZE, null);
+			assertOk(c.readSimpleReply(), 5);
+			c.request(0, NbdProtocol.CMD_TRIM, 6, 4096, 4096, null);
+			assertOk(c.readSimpleReply(), 6);
+			c.request(NbdProtocol.CMD_FLAG_NO_HOLE, NbdProtocol.CMD_WRITE_ZEROES, 7, 8192, 100, null);
+			assertOk(c.readSimpleReply(), 7);
+			c.request(NbdProtocol.CMD_FLAG_FAST_ZERO | NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_WRITE_ZEROES, 8,
+					65536, 4096, null);
+			assertOk(c.readSimpleReply(), 8);
+			c.request(0, NbdProtocol.CMD_READ, 9, 4096, data.length, null);
+			byte[] expected = data.clone();
+			// Trimmed memory reads back as zeroes; then 100 zeroed bytes.
+			Arrays.fill(expected, 0, 4096 + 100, (byte) 0);
+			assertThat(c.readSimpleReply(data.length).data()).isEqualTo(expected);
+			c.request(0, NbdProtocol.CMD_READ, 10, 65536, data.length, null);
+			byte[] expected2 = data.clone();
+			Arrays.fill(expected2, 0, 4096, (byte) 0);
+			assertThat(c.readSimpleReply(data.length).data()).isEqualTo(expected2);
+		}
+	}
+
+	@Test
+	void everyCommandOnAFileExport() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "file", true, false)) {
+			assertThat(c.transmissionFlags & NbdProtocol.TFLAG_SEND_TRIM).isZero();
+			assertThat(c.transmissionFlags & NbdProtocol.TFLAG_SEND_FAST_ZERO).isZero();
+			byte[] data = pattern(MAX_PAYLOAD, 9);
+			c.request(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_WRITE, 1, SIZE - MAX_PAYLOAD, MAX_PAYLOAD, data);
+			assertOk(c.readSimpleReply(), 1);
+			c.request(0, NbdProtocol.CMD_WRITE_ZEROES, 2, SIZE - MAX_PAYLOAD, 10, null);
+			assertOk(c.readSimpleReply(), 2);
+			c.request(0, NbdProtocol.CMD_FLUSH, 3, 0, 0, null);
+			assertOk(c.readSimpleReply(), 3);
+			c.request(0, NbdProtocol.CMD_CACHE, 4, 0, SIZE, null);
+			assertOk(c.readSimpleReply(), 4);
+			c.request(0, NbdProtocol.CMD_READ, 5, SIZE - MAX_PAYLOAD, MAX_PAYLOAD, null);
+			List<Chunk> chunks = c.readChunks();
+			// No extents on a file: one data chunk.
+			assertThat(chunks).hasSize(1);
+			Chunk chunk = chunks.get(0);
+			assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_OFFSET_DATA);
+			ByteBuffer b = chunk.buffer();
+			assertThat(b.getLong()).isEqualTo(SIZE - MAX_PAYLOAD);
+			byte[] expected = data.clone();
+			Arrays.fill(expected, 0, 10, (byte) 0);
+			assertThat(Arrays.copyOfRange(chunk.payload(), 8, chunk.payload().length)).isEqualTo(expected);
+			// TRIM was not advertised.
+			c.request(0, NbdProtocol.CMD_TRIM, 6, 0, 4096, null);
+			assertError(c.readSimpleReply(), 6, EINVAL);
+			// FAST_ZERO was not advertised: EINVAL, not ENOTSUP.
+			c.request(NbdProtocol.CMD_FLAG_FAST_ZERO, NbdProtocol.CMD_WRITE_ZEROES, 7, 0, 4096, null);
+			assertError(c.readSimpleReply(), 7, EINVAL);
+			// BLOCK_STATUS without a negotiated meta context.
+			c.request(0, NbdProtocol.CMD_BLOCK_STATUS, 8, 0, 4096, null);
+			Chunk error = c.readChunk();
+			assertThat(error.type()).isEqualTo(NbdProtocol.REPLY_TYPE_ERROR);
+			assertThat(error.error()).isEqualTo(EINVAL);
+		}
+	}
+
+	@Test
+	void outOfRangeRequests() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", false, false)) {
+			c.request(0, NbdProtocol.CMD_READ, 1, SIZE - 512, 1024, null);
+			assertError(c.readSimpleReply(), 1, EINVAL);
+			c.request(0, NbdProtocol.CMD_READ, 2, SIZE, 1, null);
+			assertError(c.readSimpleReply(), 2, EINVAL);
+			c.request(0, NbdProtocol.CMD_READ, 3, Long.MIN_VALUE, 512, null);
+			assertError(c.readSimpleReply(), 3, EINVAL);
+			c.request(0, NbdProtocol.CMD_WRITE, 4, SIZE - 2, 4, new byte[4]);
+			assertError(c.readSimpleReply(), 4, ENOSPC);
+			c.request(0, NbdProtocol.CMD_WRITE_ZEROES, 5, SIZE - 1, 0xffffffffL, null);
+			assertError(c.readSimpleReply(), 5, ENOSPC);
+			c.request(0, NbdProtocol.CMD_TRIM, 6, Long.MAX_VALUE, 4096, null);
+			assertError(c.readSimpleReply(), 6, EINVAL);
+			c.request(0, NbdProtocol.CMD_CACHE, 7, SIZE, 4096, null);
+			assertError(c.readSimpleReply(), 7, EINVAL);
+			// The export is unchanged and the connection still works.
+			c.request(0, NbdProtocol.CMD_READ, 8, SIZE - 4, 4, null);
+			SimpleReply ok = c.readSimpleReply(4);
+			assertOk(ok, 8);
+			assertThat(ok.data()).containsOnly(0);
+		}
+	}
+
+	@Test
+	void badFlagsAndUnknownCommands() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", false, false)) {
+			// DF without structured replies; NO_HOLE on a WRITE; REQ_ONE on a READ; undefined bit.
+			c.request(NbdProtocol.CMD_FLAG_DF, NbdProtocol.CMD_READ, 1, 0, 512, null);
+			assertError(c.readSimpleReply(), 1, EINVAL);
+			c.request(NbdProtocol.CMD_FLAG_NO_HOLE, NbdProtocol.CMD_WRITE, 2, 0, 4, new byte[] { 1, 2, 3, 4 });
+			assertError(c.readSimpleReply(), 2, EINVAL);
+			c.request(NbdProtocol.CMD_FLAG_REQ_ONE, NbdProtocol.CMD_READ, 3, 0, 512, null);
+			assertError(c.readSimpleReply(), 3, EINVAL);
+			c.request(1 << 12, NbdProtocol.CMD_FLUSH, 4, 0, 0, null);
+			assertError(c.readSimpleReply(), 4, EINVAL);
+			for (int type : new int[] { 8, 99, 0xffff }) {
+				c.request(0, type, 10 + type, 0, 512, null);
+				assertError(c.readSimpleReply(), 10 + type, EINVAL);
+			}
+			// The refused write did not land.
+			c.request(0, NbdProtocol.CMD_READ, 5, 0, 4, null);
+			assertThat(c.readSimpleReply(4).data()).containsOnly(0);
+		}
+	}
+
+	@Test
+	void fuaIsAcceptedOnEveryCommandWhenAdvertised() throws Exception {
+		// Spec: with NBD_FLAG_SEND_FUA the server MUST accept FUA on all commands (even by ignoring it).
+		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", true, true)) {
+			c.request(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_FLUSH, 1, 0, 0, null);
+			assertOk(c.readSimpleReply(), 1);
+			c.request(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_CACHE, 2, 0, 4096, null);
+			assertOk(c.readSimpleReply(), 2);
+			c.request(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_READ, 3, 0, 4096, null);
+			assertThat(c.readChunks()).last().extracting(Chunk::type).isNotEqualTo(NbdProtocol.REPLY_TYPE_ERROR);
+			c.request(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_BLOCK_STATUS, 4, 0, 4096, null);
+			assertThat(c.readChunk().type()).isEqualTo(NbdProtocol.REPLY_TYPE_BLOCK_STATUS);
+		}
+	}
+
+	@Test
+	void readOnlyExportRefusesWritesWithEperm() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "ro", false, false)) {
+			assertThat(c.transmissionFlags & NbdProtocol.TFLAG_READ_ONLY).isNotZero();
+			c.request(0, NbdProtocol.CMD_WRITE, 1, 0, 4, new byte[4]);
+			assertError(c.readSimpleReply(), 1, EPERM);
+			c.request(0, NbdProtocol.CMD_WRITE_ZEROES, 2, 0, 4096, null);
+			assertError(c.readSimpleReply(), 2, EPERM);
+			c.request(0, NbdProtocol.CMD_TRIM, 3, 0, 4096, null);
+			assertError(c.readSimpleReply(), 3, EPERM);
+			c.request(0, NbdProtocol.CMD_READ, 4, 0, 4096, null);
+			assertOk(c.readSimpleReply(4096), 4);
+		}
+	}
+
+	@Test
+	void fastZeroTheBackendCannotDoFastIsEnotsup() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "slowzero", false, false)) {
+			assertThat(c.transmissionFlags & NbdProtocol.TFLAG_SEND_FAST_ZERO).isNotZero();
+			byte[] data = pattern(4096, 1);
+			c.request(0, NbdProtocol.CMD_WRITE, 1, 0, 4096, data);
+			assertOk(c.readSimpleReply(), 1);
+			c.request(NbdProtocol.CMD_FLAG_FAST_ZERO, NbdProtocol.CMD_WRITE_ZEROES, 2, 0, 4096, null);
+			assertError(c.readSimpleReply(), 2, ENOTSUP);
+			// The contents are untouched by the failed fast zero; a slow zero works.
+			c.request(0, NbdProtocol.CMD_READ, 3, 0, 4096, null);
+			assertThat(c.readSimpleReply(4096).data()).isEqualTo(data);
+			c.request(0, NbdProtocol.CMD_WRITE_ZEROES, 4, 0, 4096, null);
+			assertOk(c.readSimpleReply(), 4);
+			c.request(0, NbdProtocol.CMD_READ, 5, 0, 4096, null);
+			assertThat(c.readSimpleReply(4096).data()).containsOnly(0);
+		}
+	}
+
+	@Test
+	void oversizedWriteIsDiscardedAndTheConnectionStaysInSync() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", false, false)) {
+			byte[] big = pattern(MAX_PAYLOAD + 1, 5);
+			c.writeRequest(0, NbdProtocol.CMD_WRITE, 1, 0, big.length, big);
+			c.writeRequest(0, NbdProtocol.CMD_READ, 2, 0, 8, null);
+			c.flush();
+			assertError(c.readSimpleReply(), 1, EINVAL);
+			SimpleReply read = c.readSimpleReply(8);
+			assertOk(read, 2);
+			assertThat(read.data()).containsOnly(0);
+		}
+	}
+
+	@Test
+	void oversizedReadIsRefused() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", false, false)) {
+			c.request(0, NbdProtocol.CMD_READ, 1, 0, MAX_PAYLOAD + 1, null);
+			assertError(c.readSimpleReply(), 1, EINVAL);
+			c.request(0, NbdProtocol.CMD_READ, 2, 0, 0xffffffffL, null);
+			assertError(c.readSimpleReply(), 2, EINVAL);
+		}
+		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", true, false)) {
+			c.request(0, NbdProtocol.CMD_READ, 3, 0, MAX_PAYLOAD + 1, null);
+			Chunk chunk = c.readChunk();
+			assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_ERROR);
+			assertThat(chunk.done()).isTrue();
+			assertThat(chunk.cookie()).isEqualTo(3);
+			assertThat(chunk.error()).isEqualTo(EINVAL);
+		}
+	}
+
+	@Test
+	void structuredReadSendsHolesAsHoleChunksAndDfGivesOneDataChunk() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", true, false)) {
+			byte[] data = pattern(4096, 7);
+			c.request(0, NbdProtocol.CMD_WRITE, 1, 8192, 4096, data);
+			assertOk(c.readSimpleReply(), 1);
+			c.request(0, NbdProtocol.CMD_READ, 2, 0, 6 * 4096, null);
+			List<Chunk> chunks = c.readChunks();
+			assertThat(chunks).extracting(Chunk::type)
+				.containsExactly(NbdProtocol.REPLY_TYPE_OFFSET_HOLE, NbdProtocol.REPLY_TYPE_OFFSET_DATA,
+						NbdProtocol.REPLY_TYPE_OFFSET_HOLE);
+			assertThat(chunks).extracting(Chunk::cookie).containsOnly(2L);
+			assertThat(chunks).extracting(Chunk::done).containsExactly(false, false, true);
+			assertHole(chunks.get(0), 0, 8192);
+			ByteBuffer d = chunks.get(1).buffer();
+			assertThat(d.getLong()).isEqualTo(8192);
+			byte[] got = new byte[d.remaining()];
+			d.get(got);
+			assertThat(got).isEqualTo(data);
+			assertHole(chunks.get(2), 12288, 3 * 4096);
+			// DF: one content chunk covering everything.
+			c.request(NbdProtocol.CMD_FLAG_DF, NbdProtocol.CMD_READ, 3, 0, 6 * 4096, null);
+			List<Chunk> df = c.readChunks();
+			assertThat(df).hasSize(1);
+			assertThat(df.get(0).type()).isEqualTo(NbdProtocol.REPLY_TYPE_OFFSET_DATA);
+			ByteBuffer all = df.get(0).buffer();
+			assertThat(all.getLong()).isZero();
+			assertThat(all.remaining()).isEqualTo(6 * 4096);
+			byte[] expected = new byte[6 * 4096];
+			System.arraycopy(data, 0, expected, 8192, 4096);
+			byte[] whole = new byte[all.remaining()];
+			all.get(whole);
+			assertThat(whole).isEqualTo(expected);
+			// A read entirely inside a hole.
+			c.request(0, NbdProtocol.CMD_READ, 4, 100, 50, null);
+			List<Chunk> hole = c.readChunks();
+			assertThat(hole).hasSize(1);
+			assertHole(hole.get(0), 100, 50);
+		}
+	}
+
+	@Test
+	void blockStatusWithAndWithoutReqOne() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", true, true)) {
+			c.request(0, NbdProtocol.CMD_WRITE, 1, 4096, 8192, pattern(8192, 2));
+			assertOk(c.readSimpleReply(), 1);
+			c.request(0, NbdProtocol.CMD_BLOCK_STATUS, 2, 0, 65536, null);
+			Chunk all = c.readChunk();
+			assertThat(all.type()).isEqualTo(NbdProtocol.REPLY_TYPE_BLOCK_STATUS);
+			assertThat(all.done()).isTrue();
+			assertThat(all.cookie()).isEqualTo(2);
+			assertThat(extents(all)).containsExactly(new long[] { 4096, 3 }, new long[] { 8192, 0 },
+					new long[] { 65536 - 12288, 3 });
+			c.request(NbdProtocol.CMD_FLAG_REQ_ONE, NbdProtocol.CMD_BLOCK_STATUS, 3, 0, 65536, null);
+			assertThat(extents(c.readChunk())).containsExactly(new long[] { 4096, 3 });
+			c.request(NbdProtocol.CMD_FLAG_REQ_ONE, NbdProtocol.CMD_BLOCK_STATUS, 4, 4096, 65536, null);
+			assertThat(extents(c.readChunk())).containsExactly(new long[] { 8192, 0 });
+			// Past the end: an error chunk.
+			c.request(0, NbdProtocol.CMD_BLOCK_STATUS, 5, SIZE, 4096, null);
+			Chunk error = c.readChunk();
+			assertThat(error.type()).isEqualTo(NbdProtocol.REPLY_TYPE_ERROR);
+			assertThat(error.error()).isEqualTo(EINVAL);
+			// Near the end: no extent reaches past the export.
+			c.request(0, NbdProtocol.CMD_BLOCK_STATUS, 6, SIZE - 100, 100, null);
+			assertThat(extents(c.readChunk())).containsExactly(new long[] { 100, 3 });
+		}
+	}
+
+	@Test
+	void discAnswersRequestsInFlightThenCloses() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "slowwrite", false, false)) {
+			for (int i = 0; i < 5; i++) {
+				c.writeRequest(0, NbdProtocol.CMD_WRITE, 100 + i, i * 4096L, 4096, pattern(4096, i));
+			}
+			c.writeRequest(0, NbdProtocol.CMD_DISC, 999, 0, 0, null);
+			c.flush();
+			List<Long> cookies = new ArrayList<>();
+			for (int i = 0; i < 5; i++) {
+				SimpleReply r = c.readSimpleReply();
+				assertThat(r.error()).isZero();
+				cookies.add(r.cookie());
+			}
+			assertThat(cookies).containsExactlyInAnyOrder(100L, 101L, 102L, 103L, 104L);
+			// No reply to DISC: the server closes.
+			assertThat(c.readToEnd()).isEmpty();
+		}
+		SlowWriteBackend slow = (SlowWriteBackend) this.server.export("slowwrite").backend();
+		for (int i = 0; i < 5; i++) {
+			ByteBuffer b = ByteBuffer.allocate(4096);
+			slow.read(i * 4096L, b);
+			assertThat(b.array()).isEqualTo(pattern(4096, i));
+		}
+	}
+
+	@Test
+	void badRequestMagicEndsTheConnection() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", false, false)) {
+			c.out.writeInt(0xdeadbeef);
+			c.out.write(new byte[24]);
+			c.flush();
+			assertThat(c.readToEnd()).isEmpty();
+		}
+	}
+
+	@Test
+	void repliesMayArriveOutOfOrderButEachCookieIsAnsweredOnce() throws Exception {
+		try (RawNbdClient c = RawNbdClient.go(this.port, "file", false, false)) {
+			Map<Long, byte[]> written = new HashMap<>();
+			for (long i = 0; i < 64; i++) {
+				byte[] data = pattern(4096, (int) i);
+				written.put(i, data);
+				c.writeRequest(0, NbdProtocol.CMD_WRITE, i, i * 4096, 4096, data);
+			}
+			c.flush();
+			List<Long> answered = new ArrayList<>();
+			for (int i = 0; i < 64; i++) {
+				SimpleReply r = c.readSimpleReply();
+				assertThat(r.error()).isZero();
+				answered.add(r.cookie());
+			}
+			assertThat(answered).containsExactlyInAnyOrderElementsOf(written.keySet());
+			for (long i = 0; i < 64; i++) {
+				c.writeRequest(0, NbdProtocol.CMD_READ, 1000 + i, i * 4096, 4096, null);
+			}
+			c.flush();
+			for (int i = 0; i < 64; i++) {
+				SimpleReply r = c.readSimpleReply(4096);
+				assertThat(r.data()).isEqualTo(written.get(r.cookie() - 1000));
+			}
+		}
+	}
+
+	static byte[] pattern(int length, int seed) {
+		byte[] b = new byte[length];
+		for (int i = 0; i < length; i++) {
+			b[i] = (byte) (i * 31 + seed * 17 + 1);
+		}
+		return b;
+	}
+
+	private static void assertOk(SimpleReply reply, long cookie) {
+		assertThat(reply.cookie()).isEqualTo(cookie);
+		assertThat(reply.error()).as("error of request %d", cookie).isZero();
+	}
+
+	private static void assertError(SimpleReply reply, long cookie, int error) {
+		assertThat(reply.cookie()).isEqualTo(cookie);
+		assertThat(reply.error()).as("error of request %d", cookie).isEqualTo(error);
+	}
+
+	private static void assertHole(Chunk chunk, long offset, int length) {
+		assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_OFFSET_HOLE);
+		ByteBuffer b = chunk.buffer();
+		assertThat(b.remaining()).isEqualTo(12);
+		assertThat(b.getLong()).isEqualTo(offset);
+		assertThat(b.getInt()).isEqualTo(length);
+	}
+
+	private static List<long[]> extents(Chunk chunk) {
+		assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_BLOCK_STATUS);
+		ByteBuffer b = chunk.buffer();
+		assertThat(b.getInt()).isEqualTo(NbdProtocol.CONTEXT_ID_BASE_ALLOCATION);
+		List<long[]> list = new ArrayList<>();
+		while (b.hasRemaining()) {
+			list.add(new long[] { b.getInt() & 0xffffffffL, b.getInt() });
+		}
+		return list;
+	}
+
+	/** Advertises fast zero but, like a file without hole punching, can only zero slowly. */
+	static final class SlowZeroBackend implements ExportBackend {
+
+		private final MemoryBackend data = new MemoryBackend("slowzero", SIZE);
+
+		@Override
+		public String name() {
+			return this.data.name();
+		}
+
+		@Override
+		public long size() {
+			return SIZE;
+		}
+
+		@Override
+		public boolean canZero() {
+			return true;
+		}
+
+		@Override
+		public boolean canFastZero() {
+			return true;
+		}
+
+		@Override
+		public void read(long offset, ByteBuffer dst) {
+			this.data.read(offset, dst);
+		}
+
+		@Override
+		public void write(long offset, ByteBuffer src, boolean fua) {
+			this.data.write(offset, src, fua);
+		}
+
+		@Override
+		public void zero(long offset, long length, boolean mayTrim, boolean fast, boolean fua) throws IOException {
+			if (fast) {
+				throw new NbdBackendException(NbdError.ENOTSUP, "only slow zeroing here");
+			}
+			this.data.zero(offset, length, mayTrim, false, fua);
+		}
+
+	}
+
+	/** A blocking backend whose writes take a while, so requests are still running at DISC. */
+	static final class SlowWriteBackend extends MemoryBackend {
+
+		SlowWriteBackend() {
+			super("slowwrite", SIZE);
+		}
+
+		@Override
+		public boolean isBlocking() {
+			return true;
+		}
+
+		@Override
+		public void write(long offset, ByteBuffer src, boolean fua) {
+			try {
+				Thread.sleep(100);
+			}
+			catch (InterruptedException ex) {
+				Thread.currentThread().interrupt();
+			}
+			super.write(offset, src, fua);
+		}
+
+	}
+
+}
