@@ -107,6 +107,14 @@ class RealClientInteropTests {
 	}
 
 	@Test
+	void nbdClientListsTheExports() {
+		// The Linux userspace client's negotiation (LIST then ABORT); attaching needs the kernel module.
+		Path nbdClient = ExternalTool.require("nbd-client");
+		String out = run(nbdClient.toString(), "-l", "127.0.0.1", String.valueOf(this.port)).stdout();
+		assertThat(out).contains("mem: 1 GiB sparse in-memory disk", "disk: ", "scratch: ");
+	}
+
+	@Test
 	void nbdshEveryCommand() {
 		nbdsh("mem", """
 				base = 256 * 1024 * 1024
@@ -268,6 +276,12 @@ class RealClientInteropTests {
 		// Only the random regions hold data; the rest of the gigabyte is reported as holes.
 		assertThat(data).isEqualTo(new TreeMap<>(Map.of(0L, 8L << 20, MEM_SIZE / 2, 2L << 20)));
 		assertThat(holes).isEqualTo(MEM_SIZE - (10L << 20));
+		// libnbd sees the same allocation.
+		List<String> nbdMap = run("nbdinfo", "--map", uri("mem")).stdout()
+			.lines()
+			.map(line -> line.trim().replaceAll("\\s+", " "))
+			.toList();
+		assertThat(nbdMap).contains("0 8388608 0 data", "8388608 528482304 3 hole,zero", "536870912 2097152 0 data");
 		Files.delete(source);
 	}
 
