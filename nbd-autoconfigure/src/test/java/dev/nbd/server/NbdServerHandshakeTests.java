@@ -138,6 +138,40 @@ class NbdServerHandshakeTests {
 	}
 
 	@Test
+	void bytesPipelinedBehindGoAndExportNameReachTransmission() throws Exception {
+		// Flags, options and the first requests in one segment: nothing may be lost in the pipeline switch.
+		try (RawNbdClient c = RawNbdClient.connect(this.port)) {
+			c.greeting();
+			c.out.writeInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE | NbdProtocol.FLAG_C_NO_ZEROES);
+			c.optionHeader(NbdProtocol.OPT_STRUCTURED_REPLY, 0);
+			byte[] go = RawNbdClient.infoData("mem");
+			c.optionHeader(NbdProtocol.OPT_GO, go.length);
+			c.out.write(go);
+			c.writeRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 3, new byte[] { 1, 2, 3 });
+			c.writeRequest(NbdProtocol.CMD_FLAG_DF, NbdProtocol.CMD_READ, 2, 0, 3, null);
+			c.flush();
+			assertThat(c.readOptionReplies()).extracting(OptionReply::type).containsExactly(NbdProtocol.REP_ACK);
+			assertThat(c.readOptionReplies()).last().extracting(OptionReply::type).isEqualTo(NbdProtocol.REP_ACK);
+			assertThat(c.readSimpleReply().cookie()).isEqualTo(1);
+			RawNbdClient.Chunk chunk = c.readChunk();
+			assertThat(chunk.cookie()).isEqualTo(2);
+			assertThat(chunk.payload()).endsWith(1, 2, 3);
+		}
+		try (RawNbdClient c = RawNbdClient.connect(this.port)) {
+			c.greeting();
+			c.out.writeInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE);
+			c.optionHeader(NbdProtocol.OPT_EXPORT_NAME, 3);
+			c.out.write("mem".getBytes(StandardCharsets.UTF_8));
+			c.writeRequest(0, NbdProtocol.CMD_READ, 3, 0, 3, null);
+			c.flush();
+			c.readFully(new byte[134]);
+			RawNbdClient.SimpleReply r = c.readSimpleReply(3);
+			assertThat(r.cookie()).isEqualTo(3);
+			assertThat(r.data()).containsExactly(1, 2, 3);
+		}
+	}
+
+	@Test
 	void goWithStructuredRepliesAdvertisesDf() throws Exception {
 		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", true, false)) {
 			assertThat(c.transmissionFlags).isEqualTo(MEM_FLAGS | NbdProtocol.TFLAG_SEND_DF);
