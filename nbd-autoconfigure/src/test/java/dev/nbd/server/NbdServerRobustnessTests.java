@@ -113,6 +113,43 @@ class NbdServerRobustnessTests {
 	}
 
 	@Test
+	void writesFlushedOnOneConnectionAreSeenOnAnother() throws Exception {
+		try (RawNbdClient a = RawNbdClient.go(this.port, "file", false, false);
+				RawNbdClient b = RawNbdClient.go(this.port, "file", false, false)) {
+			assertThat(a.transmissionFlags & NbdProtocol.TFLAG_CAN_MULTI_CONN).isNotZero();
+			byte[] data = NbdServerTransmissionTests.pattern(4096, 42);
+			a.request(0, NbdProtocol.CMD_WRITE, 1, 12288, 4096, data);
+			assertThat(a.readSimpleReply().error()).isZero();
+			b.request(0, NbdProtocol.CMD_FLUSH, 2, 0, 0, null);
+			assertThat(b.readSimpleReply().error()).isZero();
+			b.request(0, NbdProtocol.CMD_READ, 3, 12288, 4096, null);
+			assertThat(b.readSimpleReply(4096).data()).isEqualTo(data);
+		}
+	}
+
+	@Test
+	void connectionsBeyondTheLimitAreClosed() throws Exception {
+		NbdServer limited = new NbdServer(NbdServerConfig.builder().port(0).maxConnections(2).build(),
+				List.of(new MemoryBackend("mem", SIZE)), Map.of(), Map.of(), null);
+		limited.start();
+		try (RawNbdClient a = RawNbdClient.go(limited.port(), "mem", false, false);
+				RawNbdClient b = RawNbdClient.connect(limited.port()).hello()) {
+			try (RawNbdClient c = RawNbdClient.connect(limited.port())) {
+				assertThat(c.readToEnd()).isEmpty();
+			}
+			// The ones admitted work.
+			assertThat(b.haggle(NbdProtocol.OPT_LIST, new byte[0])).last()
+				.extracting(RawNbdClient.OptionReply::type)
+				.isEqualTo(NbdProtocol.REP_ACK);
+			a.request(0, NbdProtocol.CMD_FLUSH, 1, 0, 0, null);
+			assertThat(a.readSimpleReply().error()).isZero();
+		}
+		finally {
+			limited.stop();
+		}
+	}
+
+	@Test
 	void manyConcurrentConnectionsEachDoingIo() throws Exception {
 		int connections = 220;
 		List<RawNbdClient> clients = new ArrayList<>();
@@ -187,7 +224,10 @@ class NbdServerRobustnessTests {
 
 	private void awaitNoConnections() throws InterruptedException {
 		long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-		while (!this.server.connections().isEmpty() && System.nanoTime() < deadline) {
+		// The server's and the exports' views are updated by separate close events: wait for both.
+		while ((!this.server.connections().isEmpty()
+				|| this.server.exports().stream().anyMatch(e -> !e.connections().isEmpty()))
+				&& System.nanoTime() < deadline) {
 			Thread.sleep(10);
 		}
 		assertThat(this.server.connections()).isEmpty();
