@@ -58,7 +58,7 @@ class NbdServerTransmissionTests {
 		this.file = new FileBackend("file", this.dir.resolve("disk.img"), SIZE, null, false);
 		this.server = new NbdServer(NbdServerConfig.builder().port(0).maxPayload(MAX_PAYLOAD).build(),
 				List.of(this.mem, this.file, new MemoryBackend("ro", SIZE, null, true), new SlowZeroBackend(),
-						new SlowWriteBackend()),
+						new SlowWriteBackend(), new OrderedBackend()),
 				Map.of(), Map.of(), null);
 		this.server.start();
 		this.port = this.server.port();
@@ -404,6 +404,54 @@ class NbdServerTransmissionTests {
 		}
 	}
 
+	@Test
+	void aSlowRequestDoesNotHoldBackTheRepliesOfLaterOnes() throws Exception {
+		// The read at offset 0 blocks until the client writes, and the client writes only after the
+		// reply to a later read: that reply can only come out of order.
+		try (RawNbdClient c = RawNbdClient.go(this.port, "ordered", false, false)) {
+			c.writeRequest(0, NbdProtocol.CMD_READ, 1, 0, 512, null);
+			c.writeRequest(0, NbdProtocol.CMD_READ, 2, 4096, 512, null);
+			c.flush();
+			SimpleReply second = c.readSimpleReply(512);
+			assertThat(second.cookie()).isEqualTo(2);
+			assertThat(second.error()).isZero();
+			c.request(0, NbdProtocol.CMD_WRITE, 3, 8192, 4, new byte[4]);
+			List<Long> rest = new ArrayList<>();
+			for (int i = 0; i < 2; i++) {
+				// Which reply comes first is up to the server; only the read's carries data.
+				SimpleReply r = c.readSimpleReply(cookie -> (cookie == 1) ? 512 : 0);
+				assertThat(r.error()).isZero();
+				rest.add(r.cookie());
+			}
+			assertThat(rest).containsExactlyInAnyOrder(1L, 3L);
+		}
+	}
+
+	@Test
+	void aClientThatDoesNotReadRepliesIsThrottledNotBuffered() throws Exception {
+		int requests = 1600;
+		int length = 64 * 1024;
+		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", false, false)) {
+			for (int i = 0; i < requests; i++) {
+				c.writeRequest(0, NbdProtocol.CMD_READ, i, (i % 16) * (long) length, length, null);
+			}
+			c.flush();
+			// 100 MiB of replies are due and none is read: the server must stop reading requests
+			// instead of queueing replies without bound.
+			Thread.sleep(300);
+			NbdConnection connection = this.server.connections().iterator().next();
+			assertThat(connection.requests()).as("requests read while replies were not").isLessThan(requests / 2);
+			java.util.Set<Long> cookies = new java.util.HashSet<>();
+			for (int i = 0; i < requests; i++) {
+				SimpleReply r = c.readSimpleReply(length);
+				assertThat(r.error()).isZero();
+				cookies.add(r.cookie());
+			}
+			assertThat(cookies).hasSize(requests);
+			assertThat(connection.requests()).isEqualTo(requests);
+		}
+	}
+
 	static byte[] pattern(int length, int seed) {
 		byte[] b = new byte[length];
 		for (int i = 0; i < length; i++) {
@@ -482,6 +530,41 @@ class NbdServerTransmissionTests {
 				throw new NbdBackendException(NbdError.ENOTSUP, "only slow zeroing here");
 			}
 			this.data.zero(offset, length, mayTrim, false, fua);
+		}
+
+	}
+
+	/** Blocks a read at offset 0 until a write arrives. */
+	static final class OrderedBackend extends MemoryBackend {
+
+		private final java.util.concurrent.CountDownLatch written = new java.util.concurrent.CountDownLatch(1);
+
+		OrderedBackend() {
+			super("ordered", SIZE);
+		}
+
+		@Override
+		public boolean isBlocking() {
+			return true;
+		}
+
+		@Override
+		public void read(long offset, ByteBuffer dst) {
+			try {
+				if (offset == 0 && !this.written.await(10, java.util.concurrent.TimeUnit.SECONDS)) {
+					throw new IllegalStateException("no write came");
+				}
+			}
+			catch (InterruptedException ex) {
+				Thread.currentThread().interrupt();
+			}
+			super.read(offset, dst);
+		}
+
+		@Override
+		public void write(long offset, ByteBuffer src, boolean fua) {
+			super.write(offset, src, fua);
+			this.written.countDown();
 		}
 
 	}

@@ -238,6 +238,16 @@ final class RawNbdClient implements Closeable {
 		return new SimpleReply(error, cookie, data);
 	}
 
+	/** A simple reply whose data length, when successful, depends on which request it answers. */
+	SimpleReply readSimpleReply(java.util.function.LongToIntFunction readLengthOfCookie) throws IOException {
+		assertThat(this.in.readInt()).isEqualTo(NbdProtocol.SIMPLE_REPLY_MAGIC);
+		int error = this.in.readInt();
+		long cookie = this.in.readLong();
+		byte[] data = new byte[(error == 0) ? readLengthOfCookie.applyAsInt(cookie) : 0];
+		this.in.readFully(data);
+		return new SimpleReply(error, cookie, data);
+	}
+
 	SimpleReply readSimpleReply() throws IOException {
 		return readSimpleReply(0);
 	}
