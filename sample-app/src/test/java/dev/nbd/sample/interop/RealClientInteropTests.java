@@ -245,6 +245,8 @@ class RealClientInteropTests {
 	@Test
 	void qemuImgConvertCompareAndMapHoles() throws Exception {
 		ExternalTool.require("qemu-img");
+		ExternalTool.require("qemu-io");
+		ExternalTool.require("nbdinfo");
 		Path source = sparseRandomImage(dir.resolve("qemu-src.img"), MEM_SIZE, 2);
 		run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", source.toString(), uri("mem"));
 		assertThat(run("qemu-img", "compare", "-f", "raw", "-F", "raw", source.toString(), uri("mem")).stdout())
