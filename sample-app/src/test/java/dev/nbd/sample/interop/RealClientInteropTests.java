@@ -248,7 +248,8 @@ class RealClientInteropTests {
 		ExternalTool.require("qemu-io");
 		ExternalTool.require("nbdinfo");
 		Path source = sparseRandomImage(dir.resolve("qemu-src.img"), MEM_SIZE, 2);
-		run("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", source.toString(), uri("mem"));
+		// 16 parallel coroutines with out-of-order writes (-W).
+		run("qemu-img", "convert", "-n", "-m", "16", "-W", "-f", "raw", "-O", "raw", source.toString(), uri("mem"));
 		assertThat(run("qemu-img", "compare", "-f", "raw", "-F", "raw", source.toString(), uri("mem")).stdout())
 			.contains("Images are identical");
 		// Comparison is not blind: a changed byte is found.
