@@ -267,8 +267,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		if (allowed == -1) {
 			return NbdError.EINVAL;
 		}
-		// FUA is valid on every command once SEND_FUA is advertised (spec: "MUST accept ... even
-		// by ignoring the bit"); clients such as the Linux kernel set it on FLUSH.
+		// FUA is valid on every command once SEND_FUA is advertised: the spec says the server "MUST
+		// accept all commands with this bit set (even by ignoring the bit)", as some clients set it
+		// on reads and flushes. Without SEND_FUA it is refused below.
 		allowed |= NbdProtocol.CMD_FLAG_FUA;
 		if ((r.flags() & ~allowed) != 0) {
 			return NbdError.EINVAL;

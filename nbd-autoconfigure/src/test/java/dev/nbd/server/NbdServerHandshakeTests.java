@@ -5,6 +5,7 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
+import java.util.Random;
 
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -346,7 +347,7 @@ class NbdServerHandshakeTests {
 		}
 		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
 			byte[] junk = new byte[4096];
-			new java.util.Random(42).nextBytes(junk);
+			new Random(42).nextBytes(junk);
 			c.out.write(junk);
 			c.flush();
 			assertThat(c.closedByServer()).isTrue();

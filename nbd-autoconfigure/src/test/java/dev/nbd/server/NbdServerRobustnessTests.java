@@ -2,6 +2,7 @@ package dev.nbd.server;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ExecutorService;
@@ -208,7 +209,7 @@ class NbdServerRobustnessTests {
 				assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_OFFSET_DATA);
 				assertThat(chunk.done()).isTrue();
 				cookie = chunk.cookie();
-				data = java.util.Arrays.copyOfRange(chunk.payload(), 8, chunk.payload().length);
+				data = Arrays.copyOfRange(chunk.payload(), 8, chunk.payload().length);
 			}
 			else {
 				SimpleReply r = c.readSimpleReply(4096);

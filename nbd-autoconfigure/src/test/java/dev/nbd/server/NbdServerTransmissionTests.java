@@ -3,12 +3,15 @@ package dev.nbd.server;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
-import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -441,7 +444,7 @@ class NbdServerTransmissionTests {
 			Thread.sleep(300);
 			NbdConnection connection = this.server.connections().iterator().next();
 			assertThat(connection.requests()).as("requests read while replies were not").isLessThan(requests / 2);
-			java.util.Set<Long> cookies = new java.util.HashSet<>();
+			Set<Long> cookies = new HashSet<>();
 			for (int i = 0; i < requests; i++) {
 				SimpleReply r = c.readSimpleReply(length);
 				assertThat(r.error()).isZero();
@@ -537,7 +540,7 @@ class NbdServerTransmissionTests {
 	/** Blocks a read at offset 0 until a write arrives. */
 	static final class OrderedBackend extends MemoryBackend {
 
-		private final java.util.concurrent.CountDownLatch written = new java.util.concurrent.CountDownLatch(1);
+		private final CountDownLatch written = new CountDownLatch(1);
 
 		OrderedBackend() {
 			super("ordered", SIZE);
@@ -551,7 +554,7 @@ class NbdServerTransmissionTests {
 		@Override
 		public void read(long offset, ByteBuffer dst) {
 			try {
-				if (offset == 0 && !this.written.await(10, java.util.concurrent.TimeUnit.SECONDS)) {
+				if (offset == 0 && !this.written.await(10, TimeUnit.SECONDS)) {
 					throw new IllegalStateException("no write came");
 				}
 			}

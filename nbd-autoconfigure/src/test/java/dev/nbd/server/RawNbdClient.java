@@ -16,6 +16,7 @@ import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.LongToIntFunction;
 
 import dev.nbd.protocol.NbdProtocol;
 
@@ -239,7 +240,7 @@ final class RawNbdClient implements Closeable {
 	}
 
 	/** A simple reply whose data length, when successful, depends on which request it answers. */
-	SimpleReply readSimpleReply(java.util.function.LongToIntFunction readLengthOfCookie) throws IOException {
+	SimpleReply readSimpleReply(LongToIntFunction readLengthOfCookie) throws IOException {
 		assertThat(this.in.readInt()).isEqualTo(NbdProtocol.SIMPLE_REPLY_MAGIC);
 		int error = this.in.readInt();
 		long cookie = this.in.readLong();
