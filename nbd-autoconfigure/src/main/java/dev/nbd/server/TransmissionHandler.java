@@ -146,6 +146,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	@Override
 	public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+		dispatch();
 		updateAutoRead();
 		ctx.fireChannelWritabilityChanged();
 	}
@@ -218,7 +219,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	private void dispatch() {
-		while (!this.queue.isEmpty() && this.running < this.maxInFlight) {
+		// Replies a slow reader has not taken yet hold memory too: one socket read can decode
+		// thousands of requests, so nothing more starts until they drain below the high water mark.
+		while (!this.queue.isEmpty() && this.running < this.maxInFlight && this.ctx.channel().isWritable()) {
 			ProtocolMessage.Request next = this.queue.peek();
 			long cost = cost(next);
 			if (this.runningBytes > 0 && this.runningBytes + cost > this.maxInFlightBytes) {
