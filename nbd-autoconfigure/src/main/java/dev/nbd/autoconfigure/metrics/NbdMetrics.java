@@ -1,6 +1,7 @@
 package dev.nbd.autoconfigure.metrics;
 
 import java.time.Duration;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
@@ -124,8 +125,11 @@ public class NbdMetrics implements NbdServerListener {
 		for (Export export : server.exports()) {
 			meters(export);
 		}
-		for (EventLoopGroup group : server.eventLoopGroups()) {
-			new NettyEventExecutorMetrics(group).bindTo(this.registry);
+		// eventLoopGroups() is [accept, io]; the tag keeps their "workers" gauges apart.
+		List<EventLoopGroup> groups = server.eventLoopGroups();
+		for (int i = 0; i < groups.size(); i++) {
+			String name = (i == 0) ? "nbd-accept" : "nbd-io";
+			new NettyEventExecutorMetrics(groups.get(i), Tags.of("group", name)).bindTo(this.registry);
 		}
 		if (ByteBufAllocator.DEFAULT instanceof ByteBufAllocatorMetricProvider allocator) {
 			new NettyAllocatorMetrics(allocator).bindTo(this.registry);
