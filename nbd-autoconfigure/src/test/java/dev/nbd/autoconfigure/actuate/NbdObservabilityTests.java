@@ -192,7 +192,7 @@ class NbdObservabilityTests {
 		await(() -> this.registry.find("nbd.connection.inflight").gauges().isEmpty());
 		List<String> baseline = meterIds();
 		try (RawNbdClient open = RawNbdClient.connect(this.nbdPort, "mem")) {
-			assertThat(this.registry.find("nbd.connection.inflight").tag("export", "mem").gauges()).hasSize(1);
+			await(() -> this.registry.find("nbd.connection.inflight").tag("export", "mem").gauges().size() == 1);
 		}
 		for (int i = 0; i < 2000; i++) {
 			cycle();
