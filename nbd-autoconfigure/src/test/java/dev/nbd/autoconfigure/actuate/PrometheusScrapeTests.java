@@ -41,6 +41,9 @@ class PrometheusScrapeTests {
 
 	static final String FLUSH_P99 = "histogram_quantile(0.99, sum by (le, export) (rate(nbd_flush_seconds_bucket[1m])))";
 
+	/** The dashboard the Helm chart ships (tests run in the module directory). */
+	static final Path DASHBOARD = Path.of("../helm/nbd-server/dashboards/nbd-server.json");
+
 	private final HttpClient http = HttpClient.newHttpClient();
 
 	@LocalServerPort
@@ -93,6 +96,7 @@ class PrometheusScrapeTests {
 					assertThat(seconds).isGreaterThan(0).isLessThanOrEqualTo(10);
 				}
 			}
+			assertDashboardQueriesWork(port);
 		}
 		finally {
 			running.set(false);
@@ -102,6 +106,28 @@ class PrometheusScrapeTests {
 				process.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
 			}
 		}
+	}
+
+	/**
+	 * Every query of the Grafana dashboard is valid PromQL over series the application exports
+	 * (error and refusal panels may be empty: this traffic has none).
+	 */
+	private void assertDashboardQueriesWork(int port) throws Exception {
+		JsonNode dashboard = JsonMapper.builder().build().readTree(Files.readString(DASHBOARD));
+		int checked = 0;
+		for (JsonNode panel : dashboard.get("panels")) {
+			for (JsonNode target : panel.get("targets")) {
+				String expr = target.get("expr").asString();
+				String promql = expr.replace("$__rate_interval", "1m").replace("$export", ".*");
+				JsonNode result = query(port, promql);
+				assertThat(result).as("panel '%s': %s", panel.get("title").asString(), promql).isNotNull();
+				if (!expr.contains("outcome!=") && !expr.contains("refused")) {
+					assertThat(result).as("panel '%s' has data: %s", panel.get("title").asString(), promql).isNotEmpty();
+				}
+				checked++;
+			}
+		}
+		assertThat(checked).isGreaterThan(10);
 	}
 
 	private void flushUntilStopped(AtomicBoolean running) {
