@@ -13,18 +13,14 @@ import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.function.BooleanSupplier;
-import java.util.concurrent.CompletableFuture;
 
 import io.micrometer.core.instrument.MeterRegistry;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.springframework.beans.factory.annotation.Autowired;
-import org.springframework.boot.micrometer.metrics.test.autoconfigure.AutoConfigureMetrics;
-import org.springframework.boot.test.context.SpringBootTest;
 import org.springframework.boot.test.system.CapturedOutput;
 import org.springframework.boot.test.system.OutputCaptureExtension;
 import org.springframework.boot.test.web.server.LocalServerPort;
-import org.springframework.test.annotation.DirtiesContext;
 import tools.jackson.databind.JsonNode;
 import tools.jackson.databind.json.JsonMapper;
 
@@ -38,13 +34,9 @@ import static org.assertj.core.api.Assertions.assertThat;
 /**
  * The {@code nbd} endpoint, the Prometheus text, readiness and connection logging, against real
  * NBD traffic: connections held open with requests in flight on the {@code slow} export.
+ * Draining is in {@link ReadinessDrainTests}.
  */
-@SpringBootTest(classes = ObservabilityTestApplication.class, webEnvironment = SpringBootTest.WebEnvironment.RANDOM_PORT,
-		properties = { "nbd.server.port=0", "management.endpoints.web.exposure.include=health,prometheus,nbd",
-				"management.endpoint.health.probes.enabled=true",
-				"management.endpoint.health.group.readiness.include=readinessState,nbd",
-				"management.endpoint.health.group.readiness.show-components=always" })
-@AutoConfigureMetrics
+@ObservabilityTest
 @ExtendWith(OutputCaptureExtension.class)
 class NbdObservabilityTests {
 
@@ -202,29 +194,6 @@ class NbdObservabilityTests {
 		assertThat(this.server.connections()).isEmpty();
 	}
 
-	@Test
-	@DirtiesContext
-	void readinessIsOutOfServiceWhileDraining() throws Exception {
-		this.gate.close();
-		try (RawNbdClient client = RawNbdClient.connect(this.nbdPort, "slow")) {
-			client.sendRead(0, 4096);
-			await(() -> this.server.connections().stream().anyMatch((c) -> c.inFlight() == 1));
-			CompletableFuture<Void> drain = CompletableFuture
-				.runAsync(() -> this.server.shutdownGracefully(Duration.ofSeconds(20)));
-			await(this.server::isDraining);
-			HttpResponse<String> readiness = get("/actuator/health/readiness");
-			assertThat(readiness.statusCode()).isEqualTo(503);
-			assertThat(json.readTree(readiness.body()).get("components").get("nbd").get("status").asString())
-				.isEqualTo("OUT_OF_SERVICE");
-			this.gate.open();
-			assertThat(client.receive().error()).isZero();
-			drain.get();
-		}
-		finally {
-			this.gate.open();
-		}
-	}
-
 	/** Our meters (the JVM's come and go with GC causes). */
 	private List<String> meterIds() {
 		return this.registry.getMeters()
@@ -266,7 +235,7 @@ class NbdObservabilityTests {
 		return json.readTree(response.body());
 	}
 
-	private HttpResponse<String> get(String path) throws Exception {
+	HttpResponse<String> get(String path) throws Exception {
 		return send(HttpRequest.newBuilder(uri(path)).GET());
 	}
 
