@@ -1,14 +1,17 @@
 package dev.nbd.autoconfigure.metrics;
 
 import java.time.Duration;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.FunctionCounter;
 import io.micrometer.core.instrument.Gauge;
+import io.micrometer.core.instrument.Meter;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.Tags;
 import io.micrometer.core.instrument.Timer;
@@ -58,7 +61,11 @@ public class NbdMetrics implements NbdServerListener {
 
 	private final Map<String, Counter> refusals = new ConcurrentHashMap<>();
 
-	private final Map<NbdServer, Boolean> boundServers = new ConcurrentHashMap<>();
+	private List<EventLoopGroup> boundGroups = List.of();
+
+	private List<Meter> eventLoopMeters = List.of();
+
+	private boolean allocatorBound;
 
 	public NbdMetrics(MeterRegistry registry) {
 		this.registry = registry;
@@ -115,24 +122,33 @@ public class NbdMetrics implements NbdServerListener {
 
 	/**
 	 * Registers what needs the running server: per-export gauges, and Netty's event loop and
-	 * allocator metrics. Call after {@link NbdServer#start()} and off the server's event loops
-	 * (reading an event loop's thread name waits for the loop to run).
+	 * allocator metrics. Call after each {@link NbdServer#start()} and off the server's event
+	 * loops (reading an event loop's thread name waits for the loop to run). A restarted server
+	 * has new event loops: the meters of the old ones are removed.
 	 */
-	public void bindServer(NbdServer server) {
-		if (this.boundServers.putIfAbsent(server, Boolean.TRUE) != null) {
-			return;
-		}
+	public synchronized void bindServer(NbdServer server) {
 		for (Export export : server.exports()) {
 			meters(export);
 		}
-		// eventLoopGroups() is [accept, io]; the tag keeps their "workers" gauges apart.
 		List<EventLoopGroup> groups = server.eventLoopGroups();
-		for (int i = 0; i < groups.size(); i++) {
-			String name = (i == 0) ? "nbd-accept" : "nbd-io";
-			new NettyEventExecutorMetrics(groups.get(i), Tags.of("group", name)).bindTo(this.registry);
+		if (!groups.equals(this.boundGroups)) {
+			this.eventLoopMeters.forEach(this.registry::remove);
+			Set<Meter.Id> before = new HashSet<>();
+			this.registry.getMeters().forEach((m) -> before.add(m.getId()));
+			// eventLoopGroups() is [accept, io]; the tag keeps their "workers" gauges apart.
+			for (int i = 0; i < groups.size(); i++) {
+				String name = (i == 0) ? "nbd-accept" : "nbd-io";
+				new NettyEventExecutorMetrics(groups.get(i), Tags.of("group", name)).bindTo(this.registry);
+			}
+			this.eventLoopMeters = this.registry.getMeters()
+				.stream()
+				.filter((m) -> !before.contains(m.getId()))
+				.toList();
+			this.boundGroups = groups;
 		}
-		if (ByteBufAllocator.DEFAULT instanceof ByteBufAllocatorMetricProvider allocator) {
+		if (!this.allocatorBound && ByteBufAllocator.DEFAULT instanceof ByteBufAllocatorMetricProvider allocator) {
 			new NettyAllocatorMetrics(allocator).bindTo(this.registry);
+			this.allocatorBound = true;
 		}
 	}
 

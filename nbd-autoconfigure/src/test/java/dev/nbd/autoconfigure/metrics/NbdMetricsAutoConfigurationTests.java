@@ -71,6 +71,40 @@ class NbdMetricsAutoConfigurationTests {
 	}
 
 	@Test
+	void restartedServerGetsMetersForItsNewEventLoops() {
+		SimpleMeterRegistry registry = new SimpleMeterRegistry();
+		NbdMetrics metrics = new NbdMetrics(registry);
+		NbdServer server = new NbdServer(dev.nbd.server.NbdServerConfig.builder().port(0).eventLoopThreads(2).build(),
+				java.util.List.of(new MemoryBackend("m", 4096)), java.util.Map.of(), java.util.Map.of(), metrics);
+		try {
+			server.start();
+			metrics.bindServer(server);
+			assertThat(registry.find("netty.eventexecutor.tasks.pending").gauges()).hasSize(3);
+			java.util.List<String> oldLoops = loopNames(registry);
+			server.stop();
+			server.start();
+			metrics.bindServer(server);
+			// Only the new loops (1 accept + 2 io), each still reporting.
+			assertThat(registry.find("netty.eventexecutor.tasks.pending").gauges()).hasSize(3)
+				.allSatisfy((g) -> assertThat(g.value()).isNotNaN());
+			assertThat(loopNames(registry)).doesNotContainAnyElementsOf(oldLoops);
+			assertThat(registry.find("netty.eventexecutor.workers").tag("group", "nbd-io").gauge().value()).isEqualTo(2);
+			assertThat(registry.find("nbd.connections").tag("export", "m").gauges()).hasSize(1);
+		}
+		finally {
+			server.stop();
+		}
+	}
+
+	private static java.util.List<String> loopNames(MeterRegistry registry) {
+		return registry.find("netty.eventexecutor.tasks.pending")
+			.gauges()
+			.stream()
+			.map((g) -> g.getId().getTag("name"))
+			.toList();
+	}
+
+	@Test
 	void hotPathReusesMeters() {
 		SimpleMeterRegistry registry = new SimpleMeterRegistry();
 		NbdMetrics metrics = new NbdMetrics(registry);
