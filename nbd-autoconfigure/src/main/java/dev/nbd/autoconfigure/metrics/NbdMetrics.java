@@ -142,7 +142,7 @@ public class NbdMetrics implements NbdServerListener {
 			}
 			this.eventLoopMeters = this.registry.getMeters()
 				.stream()
-				.filter((m) -> !before.contains(m.getId()))
+				.filter((m) -> m.getId().getName().startsWith("netty.eventexecutor") && !before.contains(m.getId()))
 				.toList();
 			this.boundGroups = groups;
 		}
@@ -150,11 +150,6 @@ public class NbdMetrics implements NbdServerListener {
 			new NettyAllocatorMetrics(allocator).bindTo(this.registry);
 			this.allocatorBound = true;
 		}
-	}
-
-	/** Per-connection gauges currently registered (for tests and leak checks). */
-	int connectionGauges() {
-		return this.inFlightGauges.size();
 	}
 
 	private ExportMeters meters(Export export) {
