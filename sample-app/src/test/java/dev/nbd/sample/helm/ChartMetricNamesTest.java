@@ -1,0 +1,198 @@
+package dev.nbd.sample.helm;
+
+import java.io.IOException;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import org.springframework.beans.factory.annotation.Value;
+import org.springframework.boot.micrometer.metrics.test.autoconfigure.AutoConfigureMetrics;
+import org.springframework.boot.test.context.SpringBootTest;
+import org.springframework.boot.test.context.SpringBootTest.WebEnvironment;
+import org.springframework.boot.test.web.server.LocalServerPort;
+
+import dev.nbd.autoconfigure.LocalNbdServerPort;
+import dev.nbd.sample.helm.HelmChart.Rendered;
+import dev.nbd.testsupport.ExternalTool;
+import dev.nbd.testsupport.Processes;
+
+import static dev.nbd.sample.helm.HelmChart.get;
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * The alerts and the Grafana dashboard shipped in the chart only query metric names that the
+ * app really serves on {@code /actuator/prometheus} after some NBD traffic, so a renamed meter
+ * cannot leave them silently empty.
+ */
+@SpringBootTest(webEnvironment = WebEnvironment.RANDOM_PORT,
+		properties = { "nbd.server.port=0", "management.endpoints.web.exposure.include=health,prometheus",
+				"nbd.exports.disk.path=target/chart-metric-names/disk.img" })
+@AutoConfigureMetrics
+class ChartMetricNamesTest {
+
+	/** Series that come from Prometheus itself or kube-state-metrics, not from the app. */
+	private static final Set<String> EXTERNAL = Set.of("up", "kube_pod_status_ready");
+
+	@LocalNbdServerPort
+	int nbdPort;
+
+	@LocalServerPort
+	int httpPort;
+
+	@TempDir
+	Path tmp;
+
+	@Test
+	void alertRulesQueryOnlyServedMetrics() {
+		Set<String> served = servedAfterTraffic();
+		Rendered r = HelmChart.withDashboard(this.tmp)
+			.template("-f", HelmChart.CHART.resolve("ci/monitoring-values.yaml").toString(),
+					"--api-versions=monitoring.coreos.com/v1");
+		List<Map<String, Object>> rules = get(r.one("PrometheusRule"), "spec.groups.0.rules");
+		Set<String> used = new TreeSet<>();
+		for (Map<String, Object> rule : rules) {
+			used.addAll(metricNames((String) rule.get("expr")));
+		}
+		assertThat(used).contains("nbd_flush_seconds_bucket", "nbd_requests_seconds_count", "nbd_connections", "up");
+		assertServed(used, served, "PrometheusRule");
+	}
+
+	@Test
+	void dashboardQueriesOnlyServedMetrics() throws IOException {
+		Path dashboard = HelmChart.CHART.resolve(HelmChart.DASHBOARD);
+		ExternalTool.requireThat(Files.exists(dashboard),
+				"the Grafana dashboard " + dashboard + " is missing from the chart (grafanaDashboard.enabled needs it)");
+		String json = Files.readString(dashboard);
+		List<String> queries = queries(json);
+		assertThat(queries).as("PromQL queries in %s", dashboard).isNotEmpty();
+		Set<String> used = new TreeSet<>();
+		queries.forEach((q) -> used.addAll(metricNames(q)));
+		assertThat(used).as("metrics the dashboard queries").anyMatch((name) -> name.startsWith("nbd_"));
+		assertServed(used, servedAfterTraffic(), "dashboard " + HelmChart.DASHBOARD);
+	}
+
+	@Test
+	void metricNamesAreFoundInPromQl() {
+		assertThat(metricNames("histogram_quantile(0.99, sum by (export, le) (rate(nbd_flush_seconds_bucket"
+				+ "{job=\"x\", export=~\"$export\"}[$__rate_interval]))) > 0.5"))
+			.containsExactly("nbd_flush_seconds_bucket");
+		assertThat(metricNames("sum by (namespace, pod) (nbd_connections{a=\"b\"}) > 512 * 0.8 or absent(up{x=\"y\"})"))
+			.containsExactlyInAnyOrder("nbd_connections", "up");
+		assertThat(metricNames("sum(rate(nbd_bytes_total{direction=\"read\"}[5m])) / ignoring(direction) "
+				+ "group_left sum(rate(jvm_gc_pause_seconds_count[1m] offset 1h)) unless on(pod) bool 1e3"))
+			.containsExactlyInAnyOrder("nbd_bytes_total", "jvm_gc_pause_seconds_count");
+		assertThat(metricNames("label_values(nbd_connections{namespace=\"$namespace\"}, export)"))
+			.containsExactly("nbd_connections");
+		assertThat(metricNames("label_values(namespace)")).isEmpty();
+	}
+
+	private void assertServed(Set<String> used, Set<String> served, String where) {
+		List<String> missing = new ArrayList<>();
+		for (String name : used) {
+			if (!served.contains(name) && !EXTERNAL.contains(name)) {
+				missing.add(name);
+			}
+		}
+		assertThat(missing).as("metric names in the %s that /actuator/prometheus does not serve (it serves: %s)",
+				where, served.stream().filter((n) -> n.startsWith("nbd_")).toList())
+			.isEmpty();
+	}
+
+	/** Writes, flushes and reads on two exports, then scrapes the sample names served. */
+	private Set<String> servedAfterTraffic() {
+		Path nbdsh = ExternalTool.require("nbdsh");
+		for (String export : List.of("mem", "scratch")) {
+			Processes.run(Duration.ofSeconds(60), nbdsh.toString(), "-u", "nbd://127.0.0.1:" + this.nbdPort + "/" + export,
+					"-c", "h.pwrite(b'x' * 65536, 0); h.flush(); assert h.pread(65536, 0) == b'x' * 65536")
+				.assertSuccess();
+		}
+		String body = scrape();
+		List<String> nbdLines = body.lines().filter((l) -> l.startsWith("nbd_")).toList();
+		// The error-rate alert compares against this outcome value.
+		assertThat(body.contains("outcome=\"success\""))
+			.as("a series with outcome=\"success\" after successful requests; nbd_ series served: %s", nbdLines)
+			.isTrue();
+		Set<String> names = new TreeSet<>();
+		for (String line : body.split("\n")) {
+			if (!line.isBlank() && !line.startsWith("#")) {
+				names.add(line.split("[{ ]", 2)[0]);
+			}
+		}
+		return names;
+	}
+
+	private String scrape() {
+		HttpClient client = HttpClient.newHttpClient();
+		try {
+			HttpRequest request = HttpRequest
+				.newBuilder(URI.create("http://127.0.0.1:" + this.httpPort + "/actuator/prometheus"))
+				.build();
+			HttpResponse<String> response = client.send(request, HttpResponse.BodyHandlers.ofString());
+			assertThat(response.statusCode()).isEqualTo(200);
+			return response.body();
+		}
+		catch (IOException ex) {
+			throw new AssertionError(ex);
+		}
+		catch (InterruptedException ex) {
+			Thread.currentThread().interrupt();
+			throw new AssertionError(ex);
+		}
+	}
+
+	private static final Pattern QUERY_FIELD = Pattern.compile("\"(?:expr|query)\"\\s*:\\s*\"((?:[^\"\\\\]|\\\\.)*)\"");
+
+	/** PromQL in Grafana JSON: panel targets ("expr") and variable queries ("query"). */
+	static List<String> queries(String json) {
+		List<String> out = new ArrayList<>();
+		Matcher m = QUERY_FIELD.matcher(json);
+		while (m.find()) {
+			String q = m.group(1).replace("\\\"", "\"").replace("\\n", " ").replace("\\\\", "\\");
+			if (!q.isBlank()) {
+				out.add(q);
+			}
+		}
+		return out;
+	}
+
+	private static final Set<String> KEYWORDS = Set.of("by", "without", "on", "ignoring", "group_left", "group_right",
+			"bool", "and", "or", "unless", "offset", "inf", "nan", "atan2");
+
+	/**
+	 * Metric names in a PromQL expression: identifiers that are not functions, keywords, label
+	 * names (inside braces or grouping clauses), strings, ranges or Grafana variables.
+	 */
+	static Set<String> metricNames(String expr) {
+		String e = expr.replaceAll("label_values\\(\\s*([^,()]*(?:\\{[^}]*\\})?)\\s*,[^)]*\\)", "$1")
+			.replaceAll("label_values\\([^)]*\\)", " ")
+			.replaceAll("\\{[^}]*\\}", " ")
+			.replaceAll("\"(?:[^\"\\\\]|\\\\.)*\"|'(?:[^'\\\\]|\\\\.)*'", " ")
+			.replaceAll("\\[[^\\]]*\\]", " ")
+			.replaceAll("\\b(?:by|without|on|ignoring|group_left|group_right)\\s*\\([^)]*\\)", " ")
+			.replaceAll("\\$\\{?\\w+(?::\\w+)?\\}?", " ");
+		Set<String> names = new TreeSet<>();
+		Matcher m = Pattern.compile("(?<![\\w.])([A-Za-z_:][A-Za-z0-9_:]*+)(?!\\s*\\()").matcher(e);
+		while (m.find()) {
+			String token = m.group(1);
+			if (!KEYWORDS.contains(token.toLowerCase())) {
+				names.add(token);
+			}
+		}
+		return names;
+	}
+
+}
