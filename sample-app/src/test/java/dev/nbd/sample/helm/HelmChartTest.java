@@ -369,7 +369,7 @@ class HelmChartTest {
 				List.of(ExternalTool.require("helm").toString(), "install", "rel", HelmChart.CHART.toString(),
 						"--namespace", "storage", "--dry-run=client"));
 		dryRun.assertSuccess();
-		assertThat(dryRun.stdout()).contains("nbd-client rel-nbd-server-0.rel-nbd-server-headless.storage.svc 10809")
+		assertThat(dryRun.stdout()).contains("nbd-client -N disk rel-nbd-server-0.rel-nbd-server-headless.storage.svc 10809 /dev/nbd0")
 			.contains("kubectl port-forward")
 			.contains("/actuator/health/readiness")
 			.contains("TLS is off");
