@@ -74,6 +74,63 @@ class HelmChartAppIT {
 		}
 	}
 
+	@Test
+	void tlsSecretMappedOntoTheSslBundleServesNbdOverTls() throws Exception {
+		Path nbdinfo = ExternalTool.require("nbdinfo");
+		// What the Secret of ci/tls-values.yaml would hold: server certificate, key and client CA.
+		Path secret = this.tmp.resolve("secret");
+		Path client = this.tmp.resolve("client");
+		issueCertificates(ExternalTool.require("openssl"), secret, client);
+		Rendered rendered = HelmChart.committed()
+			.template("-f", HelmChart.CHART.resolve("ci/tls-values.yaml").toString());
+		// The pod mounts the Secret at /etc/nbd-server/tls; here it is a directory.
+		Path config = this.tmp.resolve("application.yaml");
+		Files.writeString(config, configYaml(rendered).replace("/etc/nbd-server/tls", secret.toString()));
+		Path data = this.tmp.resolve("data");
+		try (SampleAppProcess app = SampleAppProcess.start(data, "--spring.config.additional-location=file:" + config,
+				"--nbd.server.address=127.0.0.1", "--management.server.port=" + FreePort.find())) {
+			String uri = "nbds://127.0.0.1:" + app.nbdPort() + "/mem?tls-certificates=" + client;
+			Processes.Result tls = Processes.run(Duration.ofSeconds(30), nbdinfo.toString(), uri);
+			tls.assertSuccess();
+			assertThat(tls.stdout()).contains("with TLS");
+			// mode required: no plaintext, and clientAuth need: no TLS without a client certificate.
+			assertThat(Processes.run(Duration.ofSeconds(30), nbdinfo.toString(), "nbd://127.0.0.1:" + app.nbdPort() + "/mem")
+				.exitCode()).isNotZero();
+			Path noClientCert = Files.createDirectories(this.tmp.resolve("ca-only"));
+			Files.copy(client.resolve("ca-cert.pem"), noClientCert.resolve("ca-cert.pem"));
+			assertThat(Processes.run(Duration.ofSeconds(30), nbdinfo.toString(),
+					"nbds://127.0.0.1:" + app.nbdPort() + "/mem?tls-certificates=" + noClientCert).exitCode())
+				.isNotZero();
+		}
+	}
+
+	/** A CA, a server certificate for 127.0.0.1 (tls.crt/tls.key/ca.crt) and a client one (libnbd layout). */
+	private static void issueCertificates(Path openssl, Path secret, Path client) throws IOException {
+		Files.createDirectories(secret);
+		Files.createDirectories(client);
+		Path work = secret.getParent();
+		Path san = work.resolve("san.ext");
+		Files.writeString(san, "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+		String o = openssl.toString();
+		run(o, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca", "-keyout",
+				work.resolve("ca.key").toString(), "-out", secret.resolve("ca.crt").toString());
+		run(o, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
+				secret.resolve("tls.key").toString(), "-out", work.resolve("server.csr").toString());
+		run(o, "x509", "-req", "-days", "2", "-in", work.resolve("server.csr").toString(), "-CA",
+				secret.resolve("ca.crt").toString(), "-CAkey", work.resolve("ca.key").toString(), "-CAcreateserial",
+				"-extfile", san.toString(), "-out", secret.resolve("tls.crt").toString());
+		run(o, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=client", "-keyout",
+				client.resolve("client-key.pem").toString(), "-out", work.resolve("client.csr").toString());
+		run(o, "x509", "-req", "-days", "2", "-in", work.resolve("client.csr").toString(), "-CA",
+				secret.resolve("ca.crt").toString(), "-CAkey", work.resolve("ca.key").toString(), "-CAcreateserial",
+				"-out", client.resolve("client-cert.pem").toString());
+		Files.copy(secret.resolve("ca.crt"), client.resolve("ca-cert.pem"));
+	}
+
+	private static void run(String... command) {
+		Processes.run(Duration.ofSeconds(60), command).assertSuccess();
+	}
+
 	/** The test Pod's script, run by busybox sh with busybox applets only, the pod's env pointed here. */
 	private Processes.Result runHelmTestScript(Path busybox, Rendered rendered, String host, int port,
 			String readinessUrl) throws IOException {
