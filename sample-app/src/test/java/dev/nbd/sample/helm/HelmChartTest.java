@@ -340,10 +340,17 @@ class HelmChartTest {
 		assertThat(alerts).allSatisfy((a) -> assertThat((String) get(a, "labels.team")).isEqualTo("storage"));
 
 		Rendered tuned = HelmChart.committed().template("--set", "prometheusRule.enabled=true", "--set",
-				"nbd.maxConnections=100", "--set", "prometheusRule.listenerDown.kubeStateMetrics=false", OPERATOR);
-		List<Map<String, Object>> tunedAlerts = get(tuned.one("PrometheusRule"), "spec.groups.0.rules");
+				"nbd.maxConnections=100", "--set", "prometheusRule.listenerDown.kubeStateMetrics=false", "--set",
+				"prometheusRule.seriesSelector=service=\"nbd\"", OPERATOR);
+		Map<String, Object> tunedSpec = get(tuned.one("PrometheusRule"), "spec");
+		Files.writeString(rules, new Yaml().dump(tunedSpec));
+		Processes.run(Duration.ofSeconds(30), promtool.toString(), "check", "rules", rules.toString())
+			.assertSuccess();
+		List<Map<String, Object>> tunedAlerts = get(tunedSpec, "groups.0.rules");
 		assertThat(tunedAlerts).extracting((a) -> a.get("alert")).doesNotContain("NbdListenerNotReady");
 		assertThat(tunedAlerts).extracting((a) -> (String) a.get("expr")).anyMatch((e) -> e.contains("> 100 * 0.8"));
+		assertThat(tunedAlerts).extracting((a) -> (String) a.get("expr"))
+			.allSatisfy((e) -> assertThat(e).contains("{service=\"nbd\"").doesNotContain("job="));
 	}
 
 	@Test
