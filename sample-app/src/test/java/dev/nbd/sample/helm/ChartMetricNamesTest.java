@@ -13,11 +13,16 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Predicate;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.yaml.snakeyaml.LoaderOptions;
+import org.yaml.snakeyaml.Yaml;
+import org.yaml.snakeyaml.constructor.SafeConstructor;
 
 import org.springframework.beans.factory.annotation.Value;
 import org.springframework.boot.micrometer.metrics.test.autoconfigure.AutoConfigureMetrics;
@@ -40,7 +45,7 @@ import static org.assertj.core.api.Assertions.assertThat;
  */
 @SpringBootTest(webEnvironment = WebEnvironment.RANDOM_PORT,
 		properties = { "nbd.server.port=0", "management.endpoints.web.exposure.include=health,prometheus",
-				"nbd.exports.disk.path=target/chart-metric-names/disk.img" })
+				"nbd.exports.disk.path=target/chart-metric-names/disk.img", "nbd.server.max-connections=2" })
 @AutoConfigureMetrics
 class ChartMetricNamesTest {
 
@@ -57,7 +62,7 @@ class ChartMetricNamesTest {
 	Path tmp;
 
 	@Test
-	void alertRulesQueryOnlyServedMetrics() {
+	void alertRulesQueryOnlyServedMetrics() throws Exception {
 		Set<String> served = servedAfterTraffic();
 		Rendered r = HelmChart.withDashboard(this.tmp)
 			.template("-f", HelmChart.CHART.resolve("ci/monitoring-values.yaml").toString(),
@@ -72,7 +77,7 @@ class ChartMetricNamesTest {
 	}
 
 	@Test
-	void dashboardQueriesOnlyServedMetrics() throws IOException {
+	void dashboardQueriesOnlyServedMetrics() throws Exception {
 		Path dashboard = HelmChart.CHART.resolve(HelmChart.DASHBOARD);
 		ExternalTool.requireThat(Files.exists(dashboard),
 				"the Grafana dashboard " + dashboard + " is missing from the chart (grafanaDashboard.enabled needs it)");
@@ -100,6 +105,17 @@ class ChartMetricNamesTest {
 		assertThat(metricNames("label_values(namespace)")).isEmpty();
 	}
 
+	@Test
+	void queriesAreReadFromPanelsRowsAndQueryVariables() {
+		String json = """
+				{"panels": [{"targets": [{"expr": "sum(a_total)"}]},
+				            {"type": "row", "panels": [{"targets": [{"expr": "b"}]}]}],
+				 "templating": {"list": [{"type": "datasource", "query": "prometheus"},
+				                         {"type": "query", "query": {"query": "label_values(c, x)"}}]}}
+				""";
+		assertThat(queries(json)).containsExactly("sum(a_total)", "b", "label_values(c, x)");
+	}
+
 	private void assertServed(Set<String> used, Set<String> served, String where) {
 		List<String> missing = new ArrayList<>();
 		for (String name : used) {
@@ -112,27 +128,70 @@ class ChartMetricNamesTest {
 			.isEmpty();
 	}
 
-	/** Writes, flushes and reads on two exports, then scrapes the sample names served. */
-	private Set<String> servedAfterTraffic() {
+	/**
+	 * Scrapes the sample names served while two clients that wrote, flushed and read stay
+	 * connected (per-connection series exist only then), after a third was refused for
+	 * max-connections (refusal counters appear on the first refusal).
+	 */
+	private Set<String> servedAfterTraffic() throws IOException, InterruptedException {
 		Path nbdsh = ExternalTool.require("nbdsh");
-		for (String export : List.of("mem", "scratch")) {
-			Processes.run(Duration.ofSeconds(60), nbdsh.toString(), "-u", "nbd://127.0.0.1:" + this.nbdPort + "/" + export,
-					"-c", "h.pwrite(b'x' * 65536, 0); h.flush(); assert h.pread(65536, 0) == b'x' * 65536")
-				.assertSuccess();
+		List<Process> held = new ArrayList<>();
+		try {
+			for (String export : List.of("mem", "scratch")) {
+				held.add(Processes.builder(List.of(nbdsh.toString(), "-u", uri(export), "-c",
+						"import time; h.pwrite(b'x' * 65536, 0); h.flush(); assert h.pread(65536, 0) == b'x' * 65536; "
+								+ "print('ready', flush=True); time.sleep(120)"))
+					.redirectErrorStream(true)
+					.start());
+			}
+			String body = awaitScrape((b) -> b.lines().filter((l) -> l.startsWith("nbd_connection_inflight{")).count() == 2,
+					held);
+			Processes.Result third = Processes.run(Duration.ofSeconds(60), nbdsh.toString(), "-u", uri("mem"), "-c",
+					"h.pread(512, 0)");
+			assertThat(third.exitCode()).as("a third client beyond nbd.server.max-connections=2").isNotZero();
+			body = awaitScrape((b) -> b.contains("nbd_connections_refused_total{"), held);
+			List<String> nbdLines = body.lines().filter((l) -> l.startsWith("nbd_")).toList();
+			// The error-rate alert compares against this outcome value.
+			assertThat(body.contains("outcome=\"success\""))
+				.as("a series with outcome=\"success\" after successful requests; nbd_ series served: %s", nbdLines)
+				.isTrue();
+			Set<String> names = new TreeSet<>();
+			for (String line : body.split("\n")) {
+				if (!line.isBlank() && !line.startsWith("#")) {
+					names.add(line.split("[{ ]", 2)[0]);
+				}
+			}
+			return names;
 		}
-		String body = scrape();
-		List<String> nbdLines = body.lines().filter((l) -> l.startsWith("nbd_")).toList();
-		// The error-rate alert compares against this outcome value.
-		assertThat(body.contains("outcome=\"success\""))
-			.as("a series with outcome=\"success\" after successful requests; nbd_ series served: %s", nbdLines)
-			.isTrue();
-		Set<String> names = new TreeSet<>();
-		for (String line : body.split("\n")) {
-			if (!line.isBlank() && !line.startsWith("#")) {
-				names.add(line.split("[{ ]", 2)[0]);
+		finally {
+			for (Process p : held) {
+				p.destroyForcibly();
+				p.waitFor(10, TimeUnit.SECONDS);
 			}
 		}
-		return names;
+	}
+
+	private String uri(String export) {
+		return "nbd://127.0.0.1:" + this.nbdPort + "/" + export;
+	}
+
+	/** Scrapes until {@code condition} holds (meters appear as clients act), or fails with the last scrape. */
+	private String awaitScrape(Predicate<String> condition, List<Process> clients) throws InterruptedException {
+		long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+		String body = scrape();
+		while (!condition.test(body)) {
+			if (System.nanoTime() > deadline) {
+				StringBuilder out = new StringBuilder();
+				for (Process p : clients) {
+					out.append(p.isAlive() ? "(client running)\n" : "(client exited " + p.exitValue() + ")\n");
+				}
+				throw new AssertionError("metrics did not appear within 60s; clients:\n" + out + "last scrape (nbd_):\n"
+						+ String.join("\n", body.lines().filter((l) -> l.startsWith("nbd_")).toList()));
+			}
+			Thread.sleep(200);
+			body = scrape();
+		}
+		return body;
 	}
 
 	private String scrape() {
@@ -154,19 +213,38 @@ class ChartMetricNamesTest {
 		}
 	}
 
-	private static final Pattern QUERY_FIELD = Pattern.compile("\"(?:expr|query)\"\\s*:\\s*\"((?:[^\"\\\\]|\\\\.)*)\"");
-
-	/** PromQL in Grafana JSON: panel targets ("expr") and variable queries ("query"). */
+	/**
+	 * PromQL in a Grafana dashboard: every panel target's {@code expr} (nested rows too) and
+	 * every {@code query} variable. JSON is YAML, so SnakeYAML reads it.
+	 */
+	@SuppressWarnings("unchecked")
 	static List<String> queries(String json) {
+		Map<String, Object> dashboard = new Yaml(new SafeConstructor(new LoaderOptions())).load(json);
 		List<String> out = new ArrayList<>();
-		Matcher m = QUERY_FIELD.matcher(json);
-		while (m.find()) {
-			String q = m.group(1).replace("\\\"", "\"").replace("\\n", " ").replace("\\\\", "\\");
-			if (!q.isBlank()) {
-				out.add(q);
+		collectExprs(dashboard.get("panels"), out);
+		List<Map<String, Object>> variables = get(dashboard, "templating.list");
+		for (Map<String, Object> variable : (variables != null) ? variables : List.<Map<String, Object>>of()) {
+			if ("query".equals(variable.get("type"))) {
+				Object query = variable.get("query");
+				out.add((query instanceof Map<?, ?> map) ? (String) map.get("query") : (String) query);
 			}
 		}
+		out.removeIf((q) -> q == null || q.isBlank());
 		return out;
+	}
+
+	@SuppressWarnings("unchecked")
+	private static void collectExprs(Object node, List<String> out) {
+		if (node instanceof List<?> list) {
+			list.forEach((item) -> collectExprs(item, out));
+		}
+		else if (node instanceof Map<?, ?> map) {
+			Object expr = map.get("expr");
+			if (expr instanceof String s) {
+				out.add(s);
+			}
+			map.values().forEach((value) -> collectExprs(value, out));
+		}
 	}
 
 	private static final Set<String> KEYWORDS = Set.of("by", "without", "on", "ignoring", "group_left", "group_right",
