@@ -1,10 +1,13 @@
 package dev.nbd.sample.helm;
 
+import java.io.BufferedReader;
 import java.io.IOException;
+import java.io.InputStreamReader;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -13,7 +16,10 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import java.util.function.Predicate;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -137,13 +143,20 @@ class ChartMetricNamesTest {
 		Path nbdsh = ExternalTool.require("nbdsh");
 		List<Process> held = new ArrayList<>();
 		try {
+			// Clients of an earlier test may still be closing; they would count against the limit.
+			awaitScrape((b) -> !b.contains("nbd_connection_inflight{"), held);
 			for (String export : List.of("mem", "scratch")) {
-				held.add(Processes.builder(List.of(nbdsh.toString(), "-u", uri(export), "-c",
+				Process client = Processes.builder(List.of(nbdsh.toString(), "-u", uri(export), "-c",
 						"import time; h.pwrite(b'x' * 65536, 0); h.flush(); assert h.pread(65536, 0) == b'x' * 65536; "
 								+ "print('ready', flush=True); time.sleep(120)"))
 					.redirectErrorStream(true)
-					.start());
+					.start();
+				held.add(client);
+				awaitReady(client);
 			}
+			assertThat(scrape().lines().anyMatch((l) -> l.startsWith("nbd_")))
+				.as("/actuator/prometheus serves nbd_ metrics after NBD traffic (the NBD meters are registered)")
+				.isTrue();
 			String body = awaitScrape((b) -> b.lines().filter((l) -> l.startsWith("nbd_connection_inflight{")).count() == 2,
 					held);
 			Processes.Result third = Processes.run(Duration.ofSeconds(60), nbdsh.toString(), "-u", uri("mem"), "-c",
@@ -168,6 +181,35 @@ class ChartMetricNamesTest {
 				p.destroyForcibly();
 				p.waitFor(10, TimeUnit.SECONDS);
 			}
+		}
+	}
+
+	/** Waits for the client's "ready" line: its write, flush and read are done, it stays connected. */
+	private static void awaitReady(Process client) throws InterruptedException {
+		BufferedReader out = new BufferedReader(new InputStreamReader(client.getInputStream(), StandardCharsets.UTF_8));
+		CompletableFuture<String> output = CompletableFuture.supplyAsync(() -> {
+			StringBuilder seen = new StringBuilder();
+			try {
+				for (String line = out.readLine(); line != null; line = out.readLine()) {
+					if (line.equals("ready")) {
+						return null;
+					}
+					seen.append(line).append('\n');
+				}
+			}
+			catch (IOException ex) {
+				seen.append(ex);
+			}
+			return seen.toString();
+		});
+		try {
+			String failure = output.get(60, TimeUnit.SECONDS);
+			if (failure != null) {
+				throw new AssertionError("nbdsh client ended before it was ready:\n" + failure);
+			}
+		}
+		catch (ExecutionException | TimeoutException ex) {
+			throw new AssertionError("nbdsh client not ready within 60s", ex);
 		}
 	}
 
