@@ -93,6 +93,11 @@ public class HandshakeDecoder extends ByteToMessageDecoder {
 		}
 	}
 
+	/** Bytes received and not decoded yet. */
+	public int bufferedBytes() {
+		return actualReadableBytes();
+	}
+
 	private void fail(ByteBuf in, List<Object> out, String reason) {
 		this.state = State.FAILED;
 		in.skipBytes(in.readableBytes());

@@ -12,6 +12,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import dev.nbd.backend.ExportBackend;
+import dev.nbd.protocol.HandshakeDecoder;
 import dev.nbd.protocol.NbdEncoder;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.protocol.OptionData;
@@ -129,6 +130,20 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		}
 		int opt = o.option();
 		ByteBufAllocator alloc = ctx.alloc();
+		// FORCEDTLS comes first: before TLS, every option but STARTTLS and ABORT is refused,
+		// whatever its size or content.
+		TlsSettings tls = this.server.config().tls();
+		if (tls != null && tls.required() && !this.tlsActive && opt != NbdProtocol.OPT_STARTTLS
+				&& opt != NbdProtocol.OPT_ABORT) {
+			if (opt == NbdProtocol.OPT_EXPORT_NAME) {
+				this.done = true;
+				this.server.refused("tls_required", "Dropped " + this.connection + ": EXPORT_NAME without TLS");
+				ctx.close();
+				return;
+			}
+			reply(ctx, NbdEncoder.optionError(alloc, opt, NbdProtocol.REP_ERR_TLS_REQD, "TLS is required"));
+			return;
+		}
 		if (o.oversized()) {
 			if (opt == NbdProtocol.OPT_EXPORT_NAME) {
 				protocolError(ctx, "EXPORT_NAME of " + o.length() + " bytes");
@@ -136,17 +151,6 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 			}
 			reply(ctx, NbdEncoder.optionError(alloc, opt, NbdProtocol.REP_ERR_TOO_BIG,
 					"option data of " + o.length() + " bytes exceeds the server's limit"));
-			return;
-		}
-		TlsSettings tls = this.server.config().tls();
-		if (tls != null && tls.required() && !this.tlsActive && opt != NbdProtocol.OPT_STARTTLS
-				&& opt != NbdProtocol.OPT_ABORT) {
-			if (opt == NbdProtocol.OPT_EXPORT_NAME) {
-				this.server.refused("tls_required", "Dropped " + this.connection + ": EXPORT_NAME without TLS");
-				ctx.close();
-				return;
-			}
-			reply(ctx, NbdEncoder.optionError(alloc, opt, NbdProtocol.REP_ERR_TLS_REQD, "TLS is required"));
 			return;
 		}
 		ByteBuf data = o.data();
@@ -232,6 +236,13 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		}
 		if (data.isReadable()) {
 			invalid(ctx, opt, "STARTTLS takes no data");
+			return;
+		}
+		if (((HandshakeDecoder) ctx.pipeline().get(PipelineNames.HANDSHAKE_DECODER)).bufferedBytes() > 0) {
+			// The client must wait for the ACK. Bytes it sent before are plaintext that would
+			// otherwise be read as if they had come through TLS (a man in the middle could inject
+			// options that way).
+			protocolError(ctx, "data sent after STARTTLS before its reply");
 			return;
 		}
 		SslHandler ssl;
@@ -425,6 +436,19 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 
 	private void reply(ChannelHandlerContext ctx, ByteBuf buf) {
 		ctx.writeAndFlush(buf);
+		if (!ctx.channel().isWritable()) {
+			// A client that sends options without reading the replies: stop reading from it
+			// rather than buffer replies without bound.
+			ctx.channel().config().setAutoRead(false);
+		}
+	}
+
+	@Override
+	public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+		if (!this.done && ctx.channel().isWritable() && !ctx.channel().config().isAutoRead()) {
+			ctx.channel().config().setAutoRead(true);
+		}
+		ctx.fireChannelWritabilityChanged();
 	}
 
 	private void invalid(ChannelHandlerContext ctx, int opt, String message) {
