@@ -48,6 +48,8 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 
 	private boolean tlsActive;
 
+	private boolean tlsRefusalCounted;
+
 	private boolean structuredReplies;
 
 	/** Export named in the last SET_META_CONTEXT that selected base:allocation, or null. */
@@ -140,6 +142,12 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 				this.server.refused("tls_required", "Dropped " + this.connection + ": EXPORT_NAME without TLS");
 				ctx.close();
 				return;
+			}
+			if (!this.tlsRefusalCounted) {
+				// Counted once per connection: clients usually retry a few options before giving up.
+				this.tlsRefusalCounted = true;
+				this.server.refused("tls_required", "Refused " + NbdProtocol.optionName(opt) + " from "
+						+ this.connection + ": TLS is required (nbd.server.ssl.mode=required)");
 			}
 			reply(ctx, NbdEncoder.optionError(alloc, opt, NbdProtocol.REP_ERR_TLS_REQD, "TLS is required"));
 			return;
