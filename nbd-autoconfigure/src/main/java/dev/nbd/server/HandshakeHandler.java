@@ -68,6 +68,7 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		if (ms > 0) {
 			this.timeout = ctx.executor().schedule(() -> {
 				if (!this.done && ctx.channel().isActive()) {
+					this.done = true;
 					this.server.refused("handshake_timeout", "Dropped " + this.connection
 							+ ": negotiation not finished within nbd.server.handshake-timeout");
 					ctx.close();
@@ -274,7 +275,9 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 			if (f.isSuccess()) {
 				this.connection.tls(peerSubject(ssl));
 			}
-			else {
+			else if (!this.done) {
+				// (Not when the connection was already dropped for another reason, counted then.)
+				this.done = true;
 				this.server.refused("tls_handshake", "TLS handshake with " + this.connection + " failed: "
 						+ f.cause().getMessage());
 				ctx.close();
