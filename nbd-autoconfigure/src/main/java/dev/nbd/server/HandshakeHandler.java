@@ -21,6 +21,7 @@ import dev.nbd.protocol.ProtocolMessage;
 import dev.nbd.protocol.RequestDecoder;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufAllocator;
+import io.netty.buffer.Unpooled;
 import io.netty.channel.ChannelFutureListener;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
@@ -247,7 +248,7 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 			invalid(ctx, opt, "STARTTLS takes no data");
 			return;
 		}
-		if (((HandshakeDecoder) ctx.pipeline().get(PipelineNames.HANDSHAKE_DECODER)).bufferedBytes() > 0) {
+		if (decoder(ctx).bufferedBytes() > 0) {
 			// The client must wait for the ACK. Bytes it sent before are plaintext that would
 			// otherwise be read as if they had come through TLS (a man in the middle could inject
 			// options that way).
@@ -447,19 +448,28 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 
 	private void reply(ChannelHandlerContext ctx, ByteBuf buf) {
 		ctx.writeAndFlush(buf);
-		if (!ctx.channel().isWritable()) {
-			// A client that sends options without reading the replies: stop reading from it
-			// rather than buffer replies without bound.
+		if (!ctx.channel().isWritable() && !this.done) {
+			// A client that sends options without reading the replies: stop reading and
+			// decoding until they drain, rather than buffer replies without bound.
 			ctx.channel().config().setAutoRead(false);
+			decoder(ctx).pause(true);
 		}
 	}
 
 	@Override
 	public void channelWritabilityChanged(ChannelHandlerContext ctx) {
-		if (!this.done && ctx.channel().isWritable() && !ctx.channel().config().isAutoRead()) {
+		if (!this.done && ctx.channel().isWritable() && decoder(ctx).isPaused()) {
+			decoder(ctx).pause(false);
 			ctx.channel().config().setAutoRead(true);
+			// Decode what was left buffered: an empty read from the handler before the decoder.
+			ChannelHandlerContext before = ctx.pipeline().context(PipelineNames.TLS);
+			(before != null ? before : ctx.pipeline().context(PipelineNames.FLUSH)).fireChannelRead(Unpooled.EMPTY_BUFFER);
 		}
 		ctx.fireChannelWritabilityChanged();
+	}
+
+	private static HandshakeDecoder decoder(ChannelHandlerContext ctx) {
+		return (HandshakeDecoder) ctx.pipeline().get(PipelineNames.HANDSHAKE_DECODER);
 	}
 
 	private void invalid(ChannelHandlerContext ctx, int opt, String message) {

@@ -212,6 +212,11 @@ public final class NbdServer {
 		return list;
 	}
 
+	/** Every open connection, negotiating or attached. */
+	Collection<NbdConnection> allConnections() {
+		return List.copyOf(this.connections);
+	}
+
 	/** Event loop groups, for metrics. Null before start. */
 	public List<EventLoopGroup> eventLoopGroups() {
 		return (this.workerGroup == null) ? List.of() : List.of(this.bossGroup, this.workerGroup);
