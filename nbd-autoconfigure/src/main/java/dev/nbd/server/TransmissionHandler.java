@@ -135,7 +135,8 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			onRequest(request);
 		}
 		else if (msg instanceof ProtocolMessage.Violation v) {
-			logger.warn("Closing NBD {}: {}", this.connection, v.reason());
+			// Logged (rate-limited) and counted as a refusal; no log line of its own, so a
+			// flood of broken clients cannot flood the log.
 			this.server.refused("protocol_error", "Closed " + this.connection + ": " + v.reason());
 			ctx.close();
 		}
