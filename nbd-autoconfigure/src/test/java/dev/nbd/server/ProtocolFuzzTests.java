@@ -143,6 +143,16 @@ class ProtocolFuzzTests {
 
 	@Provide
 	Arbitrary<byte[]> handshakes() {
+		return handshakeStreams();
+	}
+
+	@Provide
+	Arbitrary<byte[]> transmissions() {
+		return transmissionStreams();
+	}
+
+	/** Client flags and options, then mutated. */
+	static Arbitrary<byte[]> handshakeStreams() {
 		Arbitrary<byte[]> options = option().list().ofMaxSize(6).map(ProtocolFuzzTests::concat);
 		Arbitrary<Integer> flags = Arbitraries.oneOf(Arbitraries.of(1, 3, 0, 2, 7), Arbitraries.integers());
 		return Combinators.combine(flags, options)
@@ -150,8 +160,8 @@ class ProtocolFuzzTests {
 			.flatMap(ProtocolFuzzTests::mutated);
 	}
 
-	@Provide
-	Arbitrary<byte[]> transmissions() {
+	/** A valid negotiation, then requests, mutated. */
+	static Arbitrary<byte[]> transmissionStreams() {
 		Arbitrary<byte[]> prefix = Arbitraries.of(goPrefix("mem", false), goPrefix("mem", true), goPrefix("ro", true),
 				exportNamePrefix("mem"), exportNamePrefix("ro"));
 		Arbitrary<byte[]> requests = request().list().ofMaxSize(12).map(ProtocolFuzzTests::concat);
