@@ -390,7 +390,8 @@ public final class NbdServer {
 					long suppressed = state[1];
 					state[0] = now;
 					state[1] = 0;
-					logger.warn("{}{}", message, (suppressed > 0) ? " (" + suppressed + " similar suppressed)" : "");
+					logger.warn("{} [{}]{}", message, reason,
+							(suppressed > 0) ? " (" + suppressed + " similar suppressed)" : "");
 				}
 				else {
 					state[1]++;

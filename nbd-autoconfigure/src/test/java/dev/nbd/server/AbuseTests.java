@@ -18,6 +18,9 @@ import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+import org.springframework.boot.test.system.CapturedOutput;
+import org.springframework.boot.test.system.OutputCaptureExtension;
 
 import dev.nbd.backend.ExportBackend;
 import dev.nbd.backend.MemoryBackend;
@@ -33,6 +36,7 @@ import static org.assertj.core.api.Assertions.assertThat;
  * Clients that try to take the server down: too many connections, stalled handshakes, clients
  * that never read their replies. Each time the limits hold and another client is still served.
  */
+@ExtendWith(OutputCaptureExtension.class)
 class AbuseTests {
 
 	private static final int MIB = 1 << 20;
@@ -64,7 +68,8 @@ class AbuseTests {
 	}
 
 	@Test
-	void thousandConnectionsAboveMaxConnectionsAreRefusedAndTheServerKeepsServing() throws Exception {
+	void thousandConnectionsAboveMaxConnectionsAreRefusedAndTheServerKeepsServing(CapturedOutput output)
+			throws Exception {
 		int port = start(NbdServerConfig.builder().maxConnections(50).handshakeTimeout(Duration.ofSeconds(60)));
 		try (RawNbdClient normal = RawNbdClient.connect(port)) {
 			normal.handshake();
@@ -91,6 +96,9 @@ class AbuseTests {
 			assertThat(greeted).isEqualTo(49);
 			assertThat(refused).isEqualTo(951);
 			assertThat(this.listener.awaitRefusals("max_connections", 951, Duration.ofSeconds(5))).isTrue();
+			// Each is counted; the log says why without writing 951 lines.
+			long logged = output.toString().lines().filter((l) -> l.contains("[max_connections]")).count();
+			assertThat(logged).isBetween(1L, 20L);
 
 			assertThat(roundTrip(normal, 1)).isTrue();
 
@@ -243,6 +251,32 @@ class AbuseTests {
 				normal.go("mem");
 				assertThat(roundTrip(normal, 1)).isTrue();
 			}
+		}
+	}
+
+	@Test
+	void idleConnectionsAreClosedAtTheIdleTimeout() throws Exception {
+		int port = start(NbdServerConfig.builder().idleTimeout(Duration.ofMillis(500)));
+		try (RawNbdClient idle = RawNbdClient.connect(port)) {
+			idle.handshake();
+			idle.go("mem");
+			assertThat(roundTrip(idle, 1)).isTrue();
+			assertThat(idle.closedByServer(5000)).isTrue();
+		}
+		assertThat(this.listener.refusals("idle_timeout")).isEqualTo(1);
+	}
+
+	@Test
+	void payloadsAboveMaxPayloadAreRefusedWithoutBufferingAndTheStreamStaysInSync() throws Exception {
+		int port = start(NbdServerConfig.builder().maxPayload(64 * 1024));
+		try (RawNbdClient c = RawNbdClient.connect(port)) {
+			c.handshake();
+			c.go("mem");
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 64 * 1024 + 1, new byte[64 * 1024 + 1]);
+			assertThat(c.readSimpleReply()).isEqualTo(new RawNbdClient.SimpleReply(22, 1));
+			c.sendRequest(0, NbdProtocol.CMD_READ, 2, 0, 64 * 1024 + 1, null);
+			assertThat(c.readSimpleReply()).isEqualTo(new RawNbdClient.SimpleReply(22, 2));
+			assertThat(roundTrip(c, 3)).isTrue();
 		}
 	}
 
