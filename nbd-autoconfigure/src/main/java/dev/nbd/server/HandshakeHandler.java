@@ -316,6 +316,8 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		}
 		String refusal = refusal(export, request.exportName(), opt == NbdProtocol.OPT_GO);
 		if (refusal != null) {
+			this.server.refused("export_refused", "Refused " + NbdProtocol.optionName(opt) + " from " + this.connection
+					+ ": " + refusal);
 			int type = this.server.isDraining() ? NbdProtocol.REP_ERR_SHUTDOWN : NbdProtocol.REP_ERR_POLICY;
 			reply(ctx, NbdEncoder.optionError(ctx.alloc(), opt, type, refusal));
 			return;

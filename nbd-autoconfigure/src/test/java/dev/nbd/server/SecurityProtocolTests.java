@@ -248,6 +248,7 @@ class SecurityProtocolTests {
 				.isEqualTo(NbdProtocol.REP_ERR_POLICY);
 			assertThat(c.go("mem").size()).isEqualTo(1 << 20);
 		}
+		assertThat(this.listener.refusals()).containsExactly("export_refused");
 	}
 
 	@Test
