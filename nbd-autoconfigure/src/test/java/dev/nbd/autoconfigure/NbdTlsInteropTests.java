@@ -153,16 +153,21 @@ class NbdTlsInteropTests {
 
 					own.issue("server", "/O=nbd-tests/OU=rotated/CN=localhost", "serverAuth",
 							"subjectAltName=DNS:localhost,IP:127.0.0.1");
-					BigInteger after = before;
-					long deadline = System.nanoTime() + Duration.ofSeconds(20).toNanos();
-					while (after.equals(before) && System.nanoTime() < deadline) {
-						Thread.sleep(100);
-						try (RawNbdClient fresh = RawNbdClient.connect(port)) {
-							fresh.handshake();
-							after = fresh.startTls().getSerialNumber();
-						}
-					}
+					BigInteger after = awaitNewSerial(port, before);
 					assertThat(after).as("certificate served after rotation").isNotEqualTo(before);
+
+					// A broken file (a rotation caught half-way) keeps the last good certificate
+					// and does not stop later rotations from being picked up.
+					java.nio.file.Files.writeString(own.serverCert(), "not a certificate");
+					Thread.sleep(1000);
+					try (RawNbdClient fresh = RawNbdClient.connect(port)) {
+						fresh.handshake();
+						assertThat(fresh.startTls().getSerialNumber()).isEqualTo(after);
+					}
+					own.issue("server", "/O=nbd-tests/OU=rotated-again/CN=localhost", "serverAuth",
+							"subjectAltName=DNS:localhost,IP:127.0.0.1");
+					BigInteger third = awaitNewSerial(port, after);
+					assertThat(third).as("certificate served after the second rotation").isNotEqualTo(after);
 					// Real clients accept the new certificate (same CA, same names).
 					Processes.run(TIMEOUT, "nbdinfo", tlsUri(port, client)).assertSuccess();
 					// The connection opened before the rotation still works.
@@ -170,6 +175,19 @@ class NbdTlsInteropTests {
 					assertThat(held.readSimpleReply().error()).isZero();
 				}
 			});
+	}
+
+	private static BigInteger awaitNewSerial(int port, BigInteger current) throws Exception {
+		BigInteger serial = current;
+		long deadline = System.nanoTime() + Duration.ofSeconds(20).toNanos();
+		while (serial.equals(current) && System.nanoTime() < deadline) {
+			Thread.sleep(100);
+			try (RawNbdClient fresh = RawNbdClient.connect(port)) {
+				fresh.handshake();
+				serial = fresh.startTls().getSerialNumber();
+			}
+		}
+		return serial;
 	}
 
 	private static String tlsUri(int port, Path certificates) {
