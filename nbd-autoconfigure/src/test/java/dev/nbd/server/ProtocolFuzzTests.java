@@ -77,8 +77,30 @@ class ProtocolFuzzTests {
 		feed(stream, chunks);
 	}
 
-	/** Feeds the stream in chunks and checks the properties after each. */
-	private void feed(byte[] stream, List<Integer> chunks) {
+	@Property(tries = 15)
+	void oversizedFramesAreDiscardedNotBuffered(@ForAll("oversizedWrites") byte[] write,
+			@ForAll("oversizedOptions") byte[] option, @ForAll("chunkSizes") List<Integer> chunks) {
+		byte[] flags = ByteBuffer.allocate(4).putInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE).array();
+		byte[] go = rawOption(NbdProtocol.OPT_GO, infoData("mem"));
+		byte[] read = RawFrames.request(NbdProtocol.CMD_READ, 512).array();
+		// Both are answered with an error and the stream stays in sync: the connection is open.
+		assertThat(feed(concat(List.of(flags, option, go, write, read)), chunks)).isTrue();
+	}
+
+	@Provide
+	Arbitrary<byte[]> oversizedWrites() {
+		return oversized(NbdProtocol.REQUEST_HEADER_LENGTH, MAX_PAYLOAD,
+				(length) -> RawFrames.request(NbdProtocol.CMD_WRITE, length), 100);
+	}
+
+	@Provide
+	Arbitrary<byte[]> oversizedOptions() {
+		return oversized(16, NbdServerConfig.MAX_OPTION_LENGTH, (length) -> RawFrames.option(NbdProtocol.OPT_LIST, length),
+				100);
+	}
+
+	/** Feeds the stream in chunks and checks the properties after each; returns whether it was still open. */
+	private boolean feed(byte[] stream, List<Integer> chunks) {
 		MaxRequestAllocator alloc = new MaxRequestAllocator();
 		EmbeddedChannel ch = new EmbeddedChannel(false, true, new ChannelInitializer<Channel>() {
 			@Override
@@ -102,11 +124,13 @@ class ProtocolFuzzTests {
 				assertBuffersBounded(ch);
 			}
 			assertThat(alloc.max).as("largest buffer asked for").isLessThanOrEqualTo(MAX_PAYLOAD + 64L * 1024);
+			boolean open = ch.isOpen();
 			// The connection ends cleanly, whatever state it was left in.
 			ch.close().syncUninterruptibly();
 			ch.runPendingTasks();
 			drainOutbound(ch);
 			ch.checkException();
+			return open;
 		}
 		catch (Exception ex) {
 			throw new AssertionError(ex);
@@ -153,7 +177,12 @@ class ProtocolFuzzTests {
 
 	/** Client flags and options, then mutated. */
 	static Arbitrary<byte[]> handshakeStreams() {
-		Arbitrary<byte[]> options = option().list().ofMaxSize(6).map(ProtocolFuzzTests::concat);
+		Arbitrary<byte[]> options = Arbitraries.frequencyOf(net.jqwik.api.Tuple.of(9, option()),
+				net.jqwik.api.Tuple.of(1, oversized(16, NbdServerConfig.MAX_OPTION_LENGTH, (length) -> RawFrames
+					.option(NbdProtocol.OPT_LIST, length), 0)))
+			.list()
+			.ofMaxSize(6)
+			.map(ProtocolFuzzTests::concat);
 		Arbitrary<Integer> flags = Arbitraries.oneOf(Arbitraries.of(1, 3, 0, 2, 7), Arbitraries.integers());
 		return Combinators.combine(flags, options)
 			.as((f, o) -> concat(List.of(ByteBuffer.allocate(4).putInt(f).array(), o)))
@@ -164,7 +193,12 @@ class ProtocolFuzzTests {
 	static Arbitrary<byte[]> transmissionStreams() {
 		Arbitrary<byte[]> prefix = Arbitraries.of(goPrefix("mem", false), goPrefix("mem", true), goPrefix("ro", true),
 				exportNamePrefix("mem"), exportNamePrefix("ro"));
-		Arbitrary<byte[]> requests = request().list().ofMaxSize(12).map(ProtocolFuzzTests::concat);
+		Arbitrary<byte[]> requests = Arbitraries.frequencyOf(net.jqwik.api.Tuple.of(9, request()),
+				net.jqwik.api.Tuple.of(1, oversized(NbdProtocol.REQUEST_HEADER_LENGTH, MAX_PAYLOAD, (length) -> RawFrames
+					.request(NbdProtocol.CMD_WRITE, length), 0)))
+			.list()
+			.ofMaxSize(12)
+			.map(ProtocolFuzzTests::concat);
 		return Combinators.combine(prefix, requests.flatMap(ProtocolFuzzTests::mutated))
 			.as((p, r) -> concat(List.of(p, r)));
 	}
@@ -174,7 +208,10 @@ class ProtocolFuzzTests {
 		Arbitrary<byte[]> data = Arbitraries.oneOf(Arbitraries.bytes().array(byte[].class).ofMaxSize(64),
 				Arbitraries.strings().ofMaxLength(20).map((n) -> infoData(n)),
 				Arbitraries.of(infoData("mem"), infoData(""), infoData("ro"), metaData("mem", "base:allocation"),
-						metaData("mem", "base:"), new byte[0]));
+						metaData("mem", "base:"), new byte[0]),
+				// Length fields inside the data at their extremes.
+				Combinators.combine(Arbitraries.of(LENGTH_EXTREMES), Arbitraries.of(LENGTH_EXTREMES))
+					.as(ProtocolFuzzTests::lyingData));
 		Arbitrary<Long> declared = Arbitraries.oneOf(Arbitraries.just(-1L), Arbitraries.of(LENGTH_EXTREMES));
 		return Combinators.combine(type, data, declared).as((t, d, len) -> {
 			long length = (len < 0) ? d.length : len;
@@ -203,6 +240,41 @@ class ProtocolFuzzTests {
 				.putInt(l.intValue());
 			return b.array();
 		});
+	}
+
+	/**
+	 * A frame declaring more data than the bound, with all of it (or most of it) sent: decoders
+	 * must discard it as it arrives, not buffer it.
+	 */
+	private static Arbitrary<byte[]> oversized(int headerLength, int bound,
+			java.util.function.LongFunction<ByteBuffer> header, int minPercentSent) {
+		return Combinators
+			.combine(Arbitraries.integers().between(bound + 1, bound + 3 * MAX_CHUNK + 70_000),
+					Arbitraries.integers().between(minPercentSent, 100))
+			.as((length, percentSent) -> {
+				ByteBuffer b = header.apply(length);
+				byte[] frame = java.util.Arrays.copyOf(b.array(), headerLength + (int) ((long) length * percentSent / 100));
+				return frame;
+			});
+	}
+
+	/** Frame headers. */
+	private static final class RawFrames {
+
+		static ByteBuffer request(int type, long length) {
+			return ByteBuffer.allocate(NbdProtocol.REQUEST_HEADER_LENGTH)
+				.putInt(NbdProtocol.REQUEST_MAGIC)
+				.putShort((short) 0)
+				.putShort((short) type)
+				.putLong(9)
+				.putLong(0)
+				.putInt((int) length);
+		}
+
+		static ByteBuffer option(int option, long length) {
+			return ByteBuffer.allocate(16).putLong(NbdProtocol.IHAVEOPT).putInt(option).putInt((int) length);
+		}
+
 	}
 
 	/** The stream as is, truncated, with bytes flipped, or with a random tail. */
@@ -260,6 +332,17 @@ class ProtocolFuzzTests {
 			.put(n)
 			.putShort((short) 1)
 			.putShort((short) NbdProtocol.INFO_BLOCK_SIZE)
+			.array();
+	}
+
+	/** "mem", declared as {@code nameLength} bytes, then a count of {@code count} entries and one query. */
+	static byte[] lyingData(long nameLength, long count) {
+		return ByteBuffer.allocate(4 + 3 + 4 + 4 + 15)
+			.putInt((int) nameLength)
+			.put("mem".getBytes(StandardCharsets.UTF_8))
+			.putInt((int) count)
+			.putInt((int) count)
+			.put(NbdProtocol.CONTEXT_BASE_ALLOCATION.getBytes(StandardCharsets.UTF_8))
 			.array();
 	}
 
