@@ -1,5 +1,7 @@
 package dev.nbd.server;
 
+import java.io.ByteArrayOutputStream;
+import java.io.DataOutputStream;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
@@ -13,7 +15,10 @@ import org.junit.jupiter.api.Test;
 
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdProtocol;
-import dev.nbd.server.RawNbdClient.OptionReply;
+import dev.nbd.testsupport.RawNbdClient;
+import dev.nbd.testsupport.RawNbdClient.Chunk;
+import dev.nbd.testsupport.RawNbdClient.OptionReply;
+import dev.nbd.testsupport.RawNbdClient.Reply;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -47,30 +52,30 @@ class NbdServerHandshakeTests {
 
 	@Test
 	void clientWithoutFixedNewstyleIsDisconnected() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello(0)) {
-			assertThat(c.closedByServer()).isTrue();
+		try (RawNbdClient c = negotiating(0)) {
+			assertThat(c.closedByServer(5000)).isTrue();
 		}
 	}
 
 	@Test
 	void unknownClientFlagsAreDisconnected() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello(NbdProtocol.FLAG_C_FIXED_NEWSTYLE | 0x4)) {
-			assertThat(c.closedByServer()).isTrue();
+		try (RawNbdClient c = negotiating(NbdProtocol.FLAG_C_FIXED_NEWSTYLE | 0x4)) {
+			assertThat(c.closedByServer(5000)).isTrue();
 		}
 	}
 
 	@Test
 	void exportNameWithoutNoZeroesGetsTheZeroPadding() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello(NbdProtocol.FLAG_C_FIXED_NEWSTYLE)) {
-			c.option(NbdProtocol.OPT_EXPORT_NAME, "mem".getBytes(StandardCharsets.UTF_8));
-			assertThat(c.in.readLong()).isEqualTo(SIZE);
-			assertThat(c.in.readUnsignedShort()).isEqualTo(MEM_FLAGS);
+		try (RawNbdClient c = negotiating(NbdProtocol.FLAG_C_FIXED_NEWSTYLE)) {
+			c.sendOption(NbdProtocol.OPT_EXPORT_NAME, "mem".getBytes(StandardCharsets.UTF_8));
+			assertThat(c.input().readLong()).isEqualTo(SIZE);
+			assertThat(c.input().readUnsignedShort()).isEqualTo(MEM_FLAGS);
 			byte[] zeroes = new byte[124];
 			c.readFully(zeroes);
 			assertThat(zeroes).containsOnly(0);
 			// Transmission follows directly, with simple replies.
-			c.request(0, NbdProtocol.CMD_READ, 77, 0, 512, null);
-			RawNbdClient.SimpleReply r = c.readSimpleReply(512);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 77, 0, 512, null);
+			Reply r = c.readReply(512);
 			assertThat(r.error()).isZero();
 			assertThat(r.cookie()).isEqualTo(77);
 		}
@@ -78,39 +83,39 @@ class NbdServerHandshakeTests {
 
 	@Test
 	void exportNameWithNoZeroesOmitsThePadding() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
-			c.option(NbdProtocol.OPT_EXPORT_NAME, "ro".getBytes(StandardCharsets.UTF_8));
-			assertThat(c.in.readLong()).isEqualTo(SIZE);
-			assertThat(c.in.readUnsignedShort())
+		try (RawNbdClient c = negotiating()) {
+			c.sendOption(NbdProtocol.OPT_EXPORT_NAME, "ro".getBytes(StandardCharsets.UTF_8));
+			assertThat(c.input().readLong()).isEqualTo(SIZE);
+			assertThat(c.input().readUnsignedShort())
 				.isEqualTo(NbdProtocol.TFLAG_HAS_FLAGS | NbdProtocol.TFLAG_READ_ONLY | NbdProtocol.TFLAG_CAN_MULTI_CONN
 						| NbdProtocol.TFLAG_SEND_CACHE);
 			// The next bytes are the reply to our request, not padding.
-			c.request(0, NbdProtocol.CMD_READ, 5, 0, 16, null);
-			assertThat(c.readSimpleReply(16).cookie()).isEqualTo(5);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 5, 0, 16, null);
+			assertThat(c.readReply(16).cookie()).isEqualTo(5);
 		}
 	}
 
 	@Test
 	void exportNameWithEmptyNameSelectsTheDefaultExport() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
-			c.option(NbdProtocol.OPT_EXPORT_NAME, new byte[0]);
-			assertThat(c.in.readLong()).isEqualTo(SIZE);
-			assertThat(c.in.readUnsignedShort()).isEqualTo(MEM_FLAGS);
+		try (RawNbdClient c = negotiating()) {
+			c.sendOption(NbdProtocol.OPT_EXPORT_NAME, new byte[0]);
+			assertThat(c.input().readLong()).isEqualTo(SIZE);
+			assertThat(c.input().readUnsignedShort()).isEqualTo(MEM_FLAGS);
 		}
 	}
 
 	@Test
 	void exportNameOfAnUnknownExportClosesTheConnection() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
-			c.option(NbdProtocol.OPT_EXPORT_NAME, "nope".getBytes(StandardCharsets.UTF_8));
-			assertThat(c.closedByServer()).isTrue();
+		try (RawNbdClient c = negotiating()) {
+			c.sendOption(NbdProtocol.OPT_EXPORT_NAME, "nope".getBytes(StandardCharsets.UTF_8));
+			assertThat(c.closedByServer(5000)).isTrue();
 		}
 	}
 
 	@Test
 	void infoReportsNameDescriptionBlockSizeAndExportThenHagglingContinues() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
-			List<OptionReply> replies = c.haggle(NbdProtocol.OPT_INFO, RawNbdClient.infoData("mem",
+		try (RawNbdClient c = negotiating()) {
+			List<OptionReply> replies = c.replies(NbdProtocol.OPT_INFO, RawNbdClient.infoData("mem",
 					NbdProtocol.INFO_NAME, NbdProtocol.INFO_DESCRIPTION, NbdProtocol.INFO_BLOCK_SIZE));
 			assertThat(replies).extracting(OptionReply::option).containsOnly(NbdProtocol.OPT_INFO);
 			assertThat(replies).extracting(OptionReply::type)
@@ -128,12 +133,12 @@ class NbdServerHandshakeTests {
 			assertThat(ex.getLong()).isEqualTo(SIZE);
 			assertThat(ex.getShort() & 0xffff).isEqualTo(MEM_FLAGS);
 			// Still haggling: GO on the same export gives the same information and enters transmission.
-			List<OptionReply> go = c.haggle(NbdProtocol.OPT_GO, RawNbdClient.infoData("mem"));
+			List<OptionReply> go = c.replies(NbdProtocol.OPT_GO, RawNbdClient.infoData("mem"));
 			assertThat(go.get(go.size() - 1).type()).isEqualTo(NbdProtocol.REP_ACK);
 			ByteBuffer goEx = info(go, NbdProtocol.INFO_EXPORT);
 			assertThat(goEx.getLong()).isEqualTo(SIZE);
 			assertThat(goEx.getShort() & 0xffff).isEqualTo(MEM_FLAGS);
-			c.request(0, NbdProtocol.CMD_FLUSH, 1, 0, 0, null);
+			c.sendRequest(0, NbdProtocol.CMD_FLUSH, 1, 0, 0, null);
 			assertThat(c.readSimpleReply().error()).isZero();
 		}
 	}
@@ -143,30 +148,32 @@ class NbdServerHandshakeTests {
 		// Flags, options and the first requests in one segment: nothing may be lost in the pipeline switch.
 		try (RawNbdClient c = RawNbdClient.connect(this.port)) {
 			c.greeting();
-			c.out.writeInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE | NbdProtocol.FLAG_C_NO_ZEROES);
-			c.optionHeader(NbdProtocol.OPT_STRUCTURED_REPLY, 0);
-			byte[] go = RawNbdClient.infoData("mem");
-			c.optionHeader(NbdProtocol.OPT_GO, go.length);
-			c.out.write(go);
-			c.writeRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 3, new byte[] { 1, 2, 3 });
-			c.writeRequest(NbdProtocol.CMD_FLAG_DF, NbdProtocol.CMD_READ, 2, 0, 3, null);
-			c.flush();
+			ByteArrayOutputStream segment = new ByteArrayOutputStream();
+			DataOutputStream out = new DataOutputStream(segment);
+			out.writeInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE | NbdProtocol.FLAG_C_NO_ZEROES);
+			out.write(RawNbdClient.option(NbdProtocol.OPT_STRUCTURED_REPLY, new byte[0]));
+			out.write(RawNbdClient.option(NbdProtocol.OPT_GO, RawNbdClient.infoData("mem")));
+			out.write(RawNbdClient.request(0, NbdProtocol.CMD_WRITE, 1, 0, 3));
+			out.write(new byte[] { 1, 2, 3 });
+			out.write(RawNbdClient.request(NbdProtocol.CMD_FLAG_DF, NbdProtocol.CMD_READ, 2, 0, 3));
+			c.output().write(segment.toByteArray());
 			assertThat(c.readOptionReplies()).extracting(OptionReply::type).containsExactly(NbdProtocol.REP_ACK);
 			assertThat(c.readOptionReplies()).last().extracting(OptionReply::type).isEqualTo(NbdProtocol.REP_ACK);
 			assertThat(c.readSimpleReply().cookie()).isEqualTo(1);
-			RawNbdClient.Chunk chunk = c.readChunk();
+			Chunk chunk = c.readChunk();
 			assertThat(chunk.cookie()).isEqualTo(2);
 			assertThat(chunk.payload()).endsWith(1, 2, 3);
 		}
 		try (RawNbdClient c = RawNbdClient.connect(this.port)) {
 			c.greeting();
-			c.out.writeInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE);
-			c.optionHeader(NbdProtocol.OPT_EXPORT_NAME, 3);
-			c.out.write("mem".getBytes(StandardCharsets.UTF_8));
-			c.writeRequest(0, NbdProtocol.CMD_READ, 3, 0, 3, null);
-			c.flush();
+			ByteArrayOutputStream segment = new ByteArrayOutputStream();
+			DataOutputStream out = new DataOutputStream(segment);
+			out.writeInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE);
+			out.write(RawNbdClient.option(NbdProtocol.OPT_EXPORT_NAME, "mem".getBytes(StandardCharsets.UTF_8)));
+			out.write(RawNbdClient.request(0, NbdProtocol.CMD_READ, 3, 0, 3));
+			c.output().write(segment.toByteArray());
 			c.readFully(new byte[134]);
-			RawNbdClient.SimpleReply r = c.readSimpleReply(3);
+			Reply r = c.readReply(3);
 			assertThat(r.cookie()).isEqualTo(3);
 			assertThat(r.data()).containsExactly(1, 2, 3);
 		}
@@ -174,22 +181,22 @@ class NbdServerHandshakeTests {
 
 	@Test
 	void goWithStructuredRepliesAdvertisesDf() throws Exception {
-		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", true, false)) {
-			assertThat(c.transmissionFlags).isEqualTo(MEM_FLAGS | NbdProtocol.TFLAG_SEND_DF);
-			assertThat(c.size).isEqualTo(SIZE);
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", true, false)) {
+			assertThat(c.export().flags()).isEqualTo(MEM_FLAGS | NbdProtocol.TFLAG_SEND_DF);
+			assertThat(c.size()).isEqualTo(SIZE);
 		}
 	}
 
 	@Test
 	void unknownExportIsErrUnknownAndHagglingContinues() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
+		try (RawNbdClient c = negotiating()) {
 			for (int opt : new int[] { NbdProtocol.OPT_INFO, NbdProtocol.OPT_GO }) {
-				List<OptionReply> replies = c.haggle(opt, RawNbdClient.infoData("nope"));
+				List<OptionReply> replies = c.replies(opt, RawNbdClient.infoData("nope"));
 				assertThat(replies).hasSize(1);
 				assertThat(replies.get(0).type()).isEqualTo(NbdProtocol.REP_ERR_UNKNOWN);
 				assertThat(replies.get(0).option()).isEqualTo(opt);
 			}
-			assertThat(c.haggle(NbdProtocol.OPT_GO, RawNbdClient.infoData("mem")))
+			assertThat(c.replies(NbdProtocol.OPT_GO, RawNbdClient.infoData("mem")))
 				.last()
 				.extracting(OptionReply::type)
 				.isEqualTo(NbdProtocol.REP_ACK);
@@ -198,11 +205,11 @@ class NbdServerHandshakeTests {
 
 	@Test
 	void listNamesEveryExportWithItsDescription() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
-			List<OptionReply> replies = c.haggle(NbdProtocol.OPT_LIST, new byte[0]);
+		try (RawNbdClient c = negotiating()) {
+			List<OptionReply> replies = c.replies(NbdProtocol.OPT_LIST, new byte[0]);
 			assertThat(replies).extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_SERVER, NbdProtocol.REP_SERVER, NbdProtocol.REP_ACK);
-			ByteBuffer first = replies.get(0).buffer();
+			ByteBuffer first = ByteBuffer.wrap(replies.get(0).data());
 			int len = first.getInt();
 			byte[] name = new byte[len];
 			first.get(name);
@@ -210,39 +217,39 @@ class NbdServerHandshakeTests {
 			first.get(desc);
 			assertThat(new String(name, StandardCharsets.UTF_8)).isEqualTo("mem");
 			assertThat(new String(desc, StandardCharsets.UTF_8)).isEqualTo("in memory");
-			ByteBuffer second = replies.get(1).buffer();
+			ByteBuffer second = ByteBuffer.wrap(replies.get(1).data());
 			assertThat(second.getInt()).isEqualTo(2);
 			assertThat(second.remaining()).isEqualTo(2);
 			// LIST with data is invalid, and haggling continues.
-			assertThat(c.haggle(NbdProtocol.OPT_LIST, new byte[] { 1 })).extracting(OptionReply::type)
+			assertThat(c.replies(NbdProtocol.OPT_LIST, new byte[] { 1 })).extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_ERR_INVALID);
-			assertThat(c.haggle(NbdProtocol.OPT_LIST, new byte[0])).hasSize(3);
+			assertThat(c.replies(NbdProtocol.OPT_LIST, new byte[0])).hasSize(3);
 		}
 	}
 
 	@Test
 	void abortIsAcknowledgedThenClosed() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
-			assertThat(c.haggle(NbdProtocol.OPT_ABORT, new byte[0])).extracting(OptionReply::type)
+		try (RawNbdClient c = negotiating()) {
+			assertThat(c.replies(NbdProtocol.OPT_ABORT, new byte[0])).extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_ACK);
-			assertThat(c.closedByServer()).isTrue();
+			assertThat(c.closedByServer(5000)).isTrue();
 		}
 	}
 
 	@Test
 	void unknownOptionsAreUnsupportedAndHagglingContinues() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
+		try (RawNbdClient c = negotiating()) {
 			for (int opt : new int[] { NbdProtocol.OPT_PEEK_EXPORT, NbdProtocol.OPT_EXTENDED_HEADERS, 0x1234,
 					0x7fffffff }) {
-				List<OptionReply> replies = c.haggle(opt, new byte[] { 1, 2, 3 });
+				List<OptionReply> replies = c.replies(opt, new byte[] { 1, 2, 3 });
 				assertThat(replies).hasSize(1);
 				assertThat(replies.get(0).option()).isEqualTo(opt);
 				assertThat(replies.get(0).type()).isEqualTo(NbdProtocol.REP_ERR_UNSUP);
 			}
 			// STARTTLS without TLS configured is unsupported too.
-			assertThat(c.haggle(NbdProtocol.OPT_STARTTLS, new byte[0])).extracting(OptionReply::type)
+			assertThat(c.replies(NbdProtocol.OPT_STARTTLS, new byte[0])).extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_ERR_UNSUP);
-			assertThat(c.haggle(NbdProtocol.OPT_LIST, new byte[0])).last()
+			assertThat(c.replies(NbdProtocol.OPT_LIST, new byte[0])).last()
 				.extracting(OptionReply::type)
 				.isEqualTo(NbdProtocol.REP_ACK);
 		}
@@ -250,50 +257,50 @@ class NbdServerHandshakeTests {
 
 	@Test
 	void malformedInfoIsInvalid() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
-			assertThat(c.haggle(NbdProtocol.OPT_GO, new byte[] { 0, 0, 0, 9, 'm' })).extracting(OptionReply::type)
+		try (RawNbdClient c = negotiating()) {
+			assertThat(c.replies(NbdProtocol.OPT_GO, new byte[] { 0, 0, 0, 9, 'm' })).extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_ERR_INVALID);
-			assertThat(c.haggle(NbdProtocol.OPT_INFO, new byte[] { 0, 0, 0, 2, (byte) 0xc3, 0x28, 0, 0 }))
+			assertThat(c.replies(NbdProtocol.OPT_INFO, new byte[] { 0, 0, 0, 2, (byte) 0xc3, 0x28, 0, 0 }))
 				.extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_ERR_INVALID);
-			assertThat(c.haggle(NbdProtocol.OPT_STRUCTURED_REPLY, new byte[] { 0 })).extracting(OptionReply::type)
+			assertThat(c.replies(NbdProtocol.OPT_STRUCTURED_REPLY, new byte[] { 0 })).extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_ERR_INVALID);
 		}
 	}
 
 	@Test
 	void structuredRepliesAndMetaContexts() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
+		try (RawNbdClient c = negotiating()) {
 			// Meta contexts need structured replies first.
-			assertThat(c.haggle(NbdProtocol.OPT_SET_META_CONTEXT,
-					RawNbdClient.metaData("mem", NbdProtocol.CONTEXT_BASE_ALLOCATION)))
+			assertThat(c.replies(NbdProtocol.OPT_SET_META_CONTEXT,
+					RawNbdClient.metaContextData("mem", NbdProtocol.CONTEXT_BASE_ALLOCATION)))
 				.extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_ERR_INVALID);
-			assertThat(c.haggle(NbdProtocol.OPT_STRUCTURED_REPLY, new byte[0])).extracting(OptionReply::type)
+			assertThat(c.replies(NbdProtocol.OPT_STRUCTURED_REPLY, new byte[0])).extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_ACK);
 			// LIST with no query lists all; "base:" lists the namespace; unknown namespaces are ignored.
 			for (String[] queries : new String[][] { {}, { "base:" }, { "qemu:dirty-bitmap:x", "base:allocation" } }) {
-				List<OptionReply> list = c.haggle(NbdProtocol.OPT_LIST_META_CONTEXT,
-						RawNbdClient.metaData("mem", queries));
+				List<OptionReply> list = c.replies(NbdProtocol.OPT_LIST_META_CONTEXT,
+						RawNbdClient.metaContextData("mem", queries));
 				assertThat(list).extracting(OptionReply::type)
 					.containsExactly(NbdProtocol.REP_META_CONTEXT, NbdProtocol.REP_ACK);
 				assertThat(metaContextName(list.get(0))).isEqualTo("base:allocation");
 			}
-			assertThat(c.haggle(NbdProtocol.OPT_LIST_META_CONTEXT, RawNbdClient.metaData("mem", "qemu:x")))
+			assertThat(c.replies(NbdProtocol.OPT_LIST_META_CONTEXT, RawNbdClient.metaContextData("mem", "qemu:x")))
 				.extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_ACK);
-			assertThat(c.haggle(NbdProtocol.OPT_SET_META_CONTEXT, RawNbdClient.metaData("nope", "base:allocation")))
+			assertThat(c.replies(NbdProtocol.OPT_SET_META_CONTEXT, RawNbdClient.metaContextData("nope", "base:allocation")))
 				.extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_ERR_UNKNOWN);
-			List<OptionReply> set = c.haggle(NbdProtocol.OPT_SET_META_CONTEXT,
-					RawNbdClient.metaData("mem", "base:allocation"));
+			List<OptionReply> set = c.replies(NbdProtocol.OPT_SET_META_CONTEXT,
+					RawNbdClient.metaContextData("mem", "base:allocation"));
 			assertThat(set).extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_META_CONTEXT, NbdProtocol.REP_ACK);
-			assertThat(set.get(0).buffer().getInt()).isEqualTo(NbdProtocol.CONTEXT_ID_BASE_ALLOCATION);
-			List<OptionReply> go = c.haggle(NbdProtocol.OPT_GO, RawNbdClient.infoData("mem"));
+			assertThat(ByteBuffer.wrap(set.get(0).data()).getInt()).isEqualTo(NbdProtocol.CONTEXT_ID_BASE_ALLOCATION);
+			List<OptionReply> go = c.replies(NbdProtocol.OPT_GO, RawNbdClient.infoData("mem"));
 			assertThat(go).last().extracting(OptionReply::type).isEqualTo(NbdProtocol.REP_ACK);
-			c.request(0, NbdProtocol.CMD_BLOCK_STATUS, 3, 0, 4096, null);
-			RawNbdClient.Chunk chunk = c.readChunk();
+			c.sendRequest(0, NbdProtocol.CMD_BLOCK_STATUS, 3, 0, 4096, null);
+			Chunk chunk = c.readChunk();
 			assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_BLOCK_STATUS);
 			assertThat(chunk.done()).isTrue();
 		}
@@ -301,17 +308,16 @@ class NbdServerHandshakeTests {
 
 	@Test
 	void oversizedOptionIsTooBigAndHagglingContinues() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
+		try (RawNbdClient c = negotiating()) {
 			// 16 MiB of option data, far past the server's 64 KiB option limit.
-			c.optionHeader(NbdProtocol.OPT_INFO, 16 << 20);
+			c.output().write(RawNbdClient.optionHeader(NbdProtocol.OPT_INFO, 16 << 20));
 			byte[] chunk = new byte[1 << 20];
 			for (int i = 0; i < 16; i++) {
-				c.out.write(chunk);
+				c.output().write(chunk);
 			}
-			c.flush();
 			List<OptionReply> replies = c.readOptionReplies();
 			assertThat(replies).extracting(OptionReply::type).containsExactly(NbdProtocol.REP_ERR_TOO_BIG);
-			assertThat(c.haggle(NbdProtocol.OPT_GO, RawNbdClient.infoData("mem"))).last()
+			assertThat(c.replies(NbdProtocol.OPT_GO, RawNbdClient.infoData("mem"))).last()
 				.extracting(OptionReply::type)
 				.isEqualTo(NbdProtocol.REP_ACK);
 		}
@@ -319,21 +325,20 @@ class NbdServerHandshakeTests {
 
 	@Test
 	void oversizedExportNameCloses() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
-			c.option(NbdProtocol.OPT_EXPORT_NAME, new byte[128 * 1024]);
-			assertThat(c.closedByServer()).isTrue();
+		try (RawNbdClient c = negotiating()) {
+			c.sendOption(NbdProtocol.OPT_EXPORT_NAME, new byte[128 * 1024]);
+			assertThat(c.closedByServer(5000)).isTrue();
 		}
 	}
 
 	@Test
 	void hugeOptionLengthThenHangUpLeavesTheServerServing() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
-			c.optionHeader(NbdProtocol.OPT_LIST, 0xfffffff0L);
-			c.out.write(new byte[1 << 20]);
-			c.flush();
+		try (RawNbdClient c = negotiating()) {
+			c.output().write(RawNbdClient.optionHeader(NbdProtocol.OPT_LIST, 0xfffffff0L));
+			c.output().write(new byte[1 << 20]);
 		}
-		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", false, false)) {
-			assertThat(c.size).isEqualTo(SIZE);
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", false, false)) {
+			assertThat(c.size()).isEqualTo(SIZE);
 		}
 	}
 
@@ -341,37 +346,45 @@ class NbdServerHandshakeTests {
 	void garbageInsteadOfAHandshakeIsDisconnected() throws Exception {
 		try (RawNbdClient c = RawNbdClient.connect(this.port)) {
 			c.greeting();
-			c.out.write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".getBytes(StandardCharsets.US_ASCII));
-			c.flush();
-			assertThat(c.closedByServer()).isTrue();
+			c.output().write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".getBytes(StandardCharsets.US_ASCII));
+			assertThat(c.closedByServer(5000)).isTrue();
 		}
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
+		try (RawNbdClient c = negotiating()) {
 			byte[] junk = new byte[4096];
 			new Random(42).nextBytes(junk);
-			c.out.write(junk);
-			c.flush();
-			assertThat(c.closedByServer()).isTrue();
+			c.output().write(junk);
+			assertThat(c.closedByServer(5000)).isTrue();
 		}
 		// A client that hangs up right after the greeting.
 		RawNbdClient.connect(this.port).close();
-		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", true, true)) {
-			assertThat(c.size).isEqualTo(SIZE);
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", true, true)) {
+			assertThat(c.size()).isEqualTo(SIZE);
 		}
 	}
 
 	@Test
 	void clientThatNeverFinishesNegotiatingIsDropped() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port).hello()) {
+		try (RawNbdClient c = negotiating()) {
 			// Half an option header, then silence past the 1 s handshake timeout.
-			c.out.writeLong(NbdProtocol.IHAVEOPT);
-			c.flush();
-			assertThat(c.closedByServer()).isTrue();
+			c.output().write(RawNbdClient.optionHeader(NbdProtocol.OPT_LIST, 0), 0, 8);
+			assertThat(c.closedByServer(5000)).isTrue();
 		}
+	}
+
+	private RawNbdClient negotiating() throws Exception {
+		return negotiating(NbdProtocol.FLAG_C_FIXED_NEWSTYLE | NbdProtocol.FLAG_C_NO_ZEROES);
+	}
+
+	/** Connected, greeted and past the client flags: ready for options. */
+	private RawNbdClient negotiating(int clientFlags) throws Exception {
+		RawNbdClient c = RawNbdClient.connect(this.port);
+		assertThat(c.handshake(clientFlags)).isEqualTo(NbdProtocol.FLAG_FIXED_NEWSTYLE | NbdProtocol.FLAG_NO_ZEROES);
+		return c;
 	}
 
 	private static ByteBuffer info(List<OptionReply> replies, int infoType) {
 		for (OptionReply r : replies) {
-			ByteBuffer b = r.buffer();
+			ByteBuffer b = ByteBuffer.wrap(r.data());
 			if (r.type() == NbdProtocol.REP_INFO && b.getShort() == infoType) {
 				return b;
 			}
@@ -385,7 +398,7 @@ class NbdServerHandshakeTests {
 	}
 
 	private static String metaContextName(OptionReply reply) {
-		ByteBuffer b = reply.buffer();
+		ByteBuffer b = ByteBuffer.wrap(reply.data());
 		assertThat(b.getInt()).isEqualTo(NbdProtocol.CONTEXT_ID_BASE_ALLOCATION);
 		return StandardCharsets.UTF_8.decode(b).toString();
 	}

@@ -19,7 +19,9 @@ import dev.nbd.backend.FileBackend;
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
-import dev.nbd.server.RawNbdClient.SimpleReply;
+import dev.nbd.testsupport.RawNbdClient;
+import dev.nbd.testsupport.RawNbdClient.Chunk;
+import dev.nbd.testsupport.RawNbdClient.Reply;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -57,47 +59,44 @@ class NbdServerRobustnessTests {
 	@Test
 	void clientVanishingMidWriteIsCleanedUp() throws Exception {
 		for (String export : new String[] { "mem", "file" }) {
-			RawNbdClient c = RawNbdClient.go(this.port, export, false, false);
-			c.writeRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 4096, NbdServerTransmissionTests.pattern(4096, 1));
+			RawNbdClient c = RawNbdClient.connect(this.port, export, false, false);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 4096, NbdServerTransmissionTests.pattern(4096, 1));
 			// Header says 32 KiB, only part of the payload is sent.
-			c.writeRequest(0, NbdProtocol.CMD_WRITE, 2, 8192, 32768, new byte[1000]);
-			c.flush();
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 2, 8192, 32768, new byte[1000]);
 			assertThat(c.readSimpleReply().error()).isZero();
 			c.close();
 		}
 		awaitNoConnections();
 		// The server goes on serving, and the partial write left nothing behind.
-		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", false, false)) {
-			c.request(0, NbdProtocol.CMD_READ, 3, 8192, 1000, null);
-			assertThat(c.readSimpleReply(1000).data()).containsOnly(0);
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", false, false)) {
+			c.sendRequest(0, NbdProtocol.CMD_READ, 3, 8192, 1000, null);
+			assertThat(c.readReply(1000).data()).containsOnly(0);
 		}
 	}
 
 	@Test
 	void clientVanishingWithRepliesPendingIsCleanedUp() throws Exception {
-		RawNbdClient c = RawNbdClient.go(this.port, "file", false, false);
+		RawNbdClient c = RawNbdClient.connect(this.port, "file", false, false);
 		for (int i = 0; i < 32; i++) {
-			c.writeRequest(0, NbdProtocol.CMD_READ, i, 0, MAX_PAYLOAD, null);
+			c.sendRequest(0, NbdProtocol.CMD_READ, i, 0, MAX_PAYLOAD, null);
 		}
-		c.flush();
 		c.close();
 		awaitNoConnections();
-		try (RawNbdClient again = RawNbdClient.go(this.port, "file", false, false)) {
-			again.request(0, NbdProtocol.CMD_FLUSH, 1, 0, 0, null);
+		try (RawNbdClient again = RawNbdClient.connect(this.port, "file", false, false)) {
+			again.sendRequest(0, NbdProtocol.CMD_FLUSH, 1, 0, 0, null);
 			assertThat(again.readSimpleReply().error()).isZero();
 		}
 	}
 
 	@Test
 	void hugeRequestLengthsAreRefusedWithoutBreakingTheStream() throws Exception {
-		try (RawNbdClient c = RawNbdClient.go(this.port, "mem", true, true)) {
-			c.writeRequest(0, NbdProtocol.CMD_READ, 1, 0, 0xffffffffL, null);
-			c.writeRequest(0, NbdProtocol.CMD_TRIM, 2, 0, 0xffffffffL, null);
-			c.writeRequest(0, NbdProtocol.CMD_WRITE_ZEROES, 3, 0, 0xffffffffL, null);
-			c.writeRequest(0, NbdProtocol.CMD_CACHE, 4, 0, 0xffffffffL, null);
-			c.writeRequest(0, NbdProtocol.CMD_BLOCK_STATUS, 5, 0, 0xffffffffL, null);
-			c.writeRequest(0, NbdProtocol.CMD_FLUSH, 6, 0, 0, null);
-			c.flush();
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", true, true)) {
+			c.sendRequest(0, NbdProtocol.CMD_READ, 1, 0, 0xffffffffL, null);
+			c.sendRequest(0, NbdProtocol.CMD_TRIM, 2, 0, 0xffffffffL, null);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE_ZEROES, 3, 0, 0xffffffffL, null);
+			c.sendRequest(0, NbdProtocol.CMD_CACHE, 4, 0, 0xffffffffL, null);
+			c.sendRequest(0, NbdProtocol.CMD_BLOCK_STATUS, 5, 0, 0xffffffffL, null);
+			c.sendRequest(0, NbdProtocol.CMD_FLUSH, 6, 0, 0, null);
 			assertThat(c.readChunk().error()).isEqualTo(NbdError.EINVAL.code());
 			assertThat(c.readSimpleReply().error()).isEqualTo(NbdError.EINVAL.code());
 			assertThat(c.readSimpleReply().error()).isEqualTo(NbdError.ENOSPC.code());
@@ -106,25 +105,24 @@ class NbdServerRobustnessTests {
 			assertThat(c.readSimpleReply().error()).isZero();
 		}
 		// A 4 GiB WRITE header followed by a hang-up: the server skipped, never buffered.
-		RawNbdClient c = RawNbdClient.go(this.port, "mem", false, false);
-		c.writeRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 0xffffffffL, new byte[4 << 20]);
-		c.flush();
+		RawNbdClient c = RawNbdClient.connect(this.port, "mem", false, false);
+		c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 0xffffffffL, new byte[4 << 20]);
 		c.close();
 		awaitNoConnections();
 	}
 
 	@Test
 	void writesFlushedOnOneConnectionAreSeenOnAnother() throws Exception {
-		try (RawNbdClient a = RawNbdClient.go(this.port, "file", false, false);
-				RawNbdClient b = RawNbdClient.go(this.port, "file", false, false)) {
-			assertThat(a.transmissionFlags & NbdProtocol.TFLAG_CAN_MULTI_CONN).isNotZero();
+		try (RawNbdClient a = RawNbdClient.connect(this.port, "file", false, false);
+				RawNbdClient b = RawNbdClient.connect(this.port, "file", false, false)) {
+			assertThat(a.export().flags() & NbdProtocol.TFLAG_CAN_MULTI_CONN).isNotZero();
 			byte[] data = NbdServerTransmissionTests.pattern(4096, 42);
-			a.request(0, NbdProtocol.CMD_WRITE, 1, 12288, 4096, data);
+			a.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 12288, 4096, data);
 			assertThat(a.readSimpleReply().error()).isZero();
-			b.request(0, NbdProtocol.CMD_FLUSH, 2, 0, 0, null);
+			b.sendRequest(0, NbdProtocol.CMD_FLUSH, 2, 0, 0, null);
 			assertThat(b.readSimpleReply().error()).isZero();
-			b.request(0, NbdProtocol.CMD_READ, 3, 12288, 4096, null);
-			assertThat(b.readSimpleReply(4096).data()).isEqualTo(data);
+			b.sendRequest(0, NbdProtocol.CMD_READ, 3, 12288, 4096, null);
+			assertThat(b.readReply(4096).data()).isEqualTo(data);
 		}
 	}
 
@@ -133,16 +131,17 @@ class NbdServerRobustnessTests {
 		NbdServer limited = new NbdServer(NbdServerConfig.builder().port(0).maxConnections(2).build(),
 				List.of(new MemoryBackend("mem", SIZE)), Map.of(), Map.of(), null);
 		limited.start();
-		try (RawNbdClient a = RawNbdClient.go(limited.port(), "mem", false, false);
-				RawNbdClient b = RawNbdClient.connect(limited.port()).hello()) {
+		try (RawNbdClient a = RawNbdClient.connect(limited.port(), "mem", false, false);
+				RawNbdClient b = RawNbdClient.connect(limited.port())) {
+			b.handshake();
 			try (RawNbdClient c = RawNbdClient.connect(limited.port())) {
-				assertThat(c.readToEnd()).isEmpty();
+				assertThat(c.closesWithoutData()).isTrue();
 			}
 			// The ones admitted work.
-			assertThat(b.haggle(NbdProtocol.OPT_LIST, new byte[0])).last()
+			assertThat(b.replies(NbdProtocol.OPT_LIST, new byte[0])).last()
 				.extracting(RawNbdClient.OptionReply::type)
 				.isEqualTo(NbdProtocol.REP_ACK);
-			a.request(0, NbdProtocol.CMD_FLUSH, 1, 0, 0, null);
+			a.sendRequest(0, NbdProtocol.CMD_FLUSH, 1, 0, 0, null);
 			assertThat(a.readSimpleReply().error()).isZero();
 		}
 		finally {
@@ -156,7 +155,7 @@ class NbdServerRobustnessTests {
 		List<RawNbdClient> clients = new ArrayList<>();
 		try {
 			for (int i = 0; i < connections; i++) {
-				clients.add(RawNbdClient.go(this.port, (i % 2 == 0) ? "mem" : "file", i % 3 == 0, false));
+				clients.add(RawNbdClient.connect(this.port, (i % 2 == 0) ? "mem" : "file", i % 3 == 0, false));
 			}
 			assertThat(this.server.connections()).hasSize(connections);
 			ExecutorService pool = Executors.newFixedThreadPool(32);
@@ -189,38 +188,36 @@ class NbdServerRobustnessTests {
 		boolean structured = id % 3 == 0;
 		long base = (long) (id / 2) * 8 * 4096;
 		for (int i = 0; i < 8; i++) {
-			c.writeRequest(0, NbdProtocol.CMD_WRITE, i, base + i * 4096L, 4096,
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, i, base + i * 4096L, 4096,
 					NbdServerTransmissionTests.pattern(4096, id * 8 + i));
 		}
-		c.writeRequest(0, NbdProtocol.CMD_FLUSH, 100, 0, 0, null);
-		c.flush();
+		c.sendRequest(0, NbdProtocol.CMD_FLUSH, 100, 0, 0, null);
 		for (int i = 0; i < 9; i++) {
 			assertThat(c.readSimpleReply().error()).isZero();
 		}
 		for (int i = 0; i < 8; i++) {
-			c.writeRequest(0, NbdProtocol.CMD_READ, 200 + i, base + i * 4096L, 4096, null);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 200 + i, base + i * 4096L, 4096, null);
 		}
-		c.flush();
 		for (int i = 0; i < 8; i++) {
 			long cookie;
 			byte[] data;
 			if (structured) {
-				RawNbdClient.Chunk chunk = c.readChunk();
+				Chunk chunk = c.readChunk();
 				assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_OFFSET_DATA);
 				assertThat(chunk.done()).isTrue();
 				cookie = chunk.cookie();
 				data = Arrays.copyOfRange(chunk.payload(), 8, chunk.payload().length);
 			}
 			else {
-				SimpleReply r = c.readSimpleReply(4096);
+				Reply r = c.readReply(4096);
 				assertThat(r.error()).isZero();
 				cookie = r.cookie();
 				data = r.data();
 			}
 			assertThat(data).isEqualTo(NbdServerTransmissionTests.pattern(4096, id * 8 + (int) (cookie - 200)));
 		}
-		c.request(0, NbdProtocol.CMD_DISC, 0, 0, 0, null);
-		assertThat(c.readToEnd()).isEmpty();
+		c.sendRequest(0, NbdProtocol.CMD_DISC, 0, 0, 0, null);
+		assertThat(c.closesWithoutData()).isTrue();
 	}
 
 	private void awaitNoConnections() throws InterruptedException {

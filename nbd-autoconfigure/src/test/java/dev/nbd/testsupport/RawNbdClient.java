@@ -51,6 +51,8 @@ public final class RawNbdClient implements Closeable {
 
 	private long size = -1;
 
+	private Export export;
+
 	/** One option reply: its type and data. */
 	public record OptionReply(int option, int type, byte[] data) {
 
@@ -70,6 +72,24 @@ public final class RawNbdClient implements Closeable {
 
 	/** A simple reply with a READ's data: {@code error} 0 on success. */
 	public record Reply(long cookie, int error, byte[] data) {
+	}
+
+	/** One structured reply chunk. */
+	public record Chunk(int flags, int type, long cookie, byte[] payload) {
+
+		public boolean done() {
+			return (this.flags & NbdProtocol.REPLY_FLAG_DONE) != 0;
+		}
+
+		public ByteBuffer buffer() {
+			return ByteBuffer.wrap(this.payload);
+		}
+
+		/** Error value of an error chunk. */
+		public int error() {
+			return buffer().getInt();
+		}
+
 	}
 
 	private RawNbdClient(String host, int port, Socket socket) throws IOException {
@@ -101,10 +121,26 @@ public final class RawNbdClient implements Closeable {
 
 	/** Connects to 127.0.0.1:{@code port}, negotiates and attaches to {@code export} (simple replies). */
 	public static RawNbdClient connect(int port, String export) throws IOException {
+		return connect(port, export, false, false);
+	}
+
+	/**
+	 * Negotiates like a modern client: optionally structured replies and the
+	 * {@code base:allocation} context, then GO on {@code export}.
+	 */
+	public static RawNbdClient connect(int port, String export, boolean structuredReplies, boolean baseAllocation)
+			throws IOException {
 		RawNbdClient client = connect(port);
 		try {
 			client.handshake();
-			client.size = client.go(export).size();
+			if (structuredReplies) {
+				expectAck(client.request(NbdProtocol.OPT_STRUCTURED_REPLY, new byte[0]));
+			}
+			if (baseAllocation) {
+				expectAck(client.request(NbdProtocol.OPT_SET_META_CONTEXT,
+						metaContextData(export, NbdProtocol.CONTEXT_BASE_ALLOCATION)));
+			}
+			client.go(export);
 			return client;
 		}
 		catch (IOException | RuntimeException ex) {
@@ -116,6 +152,17 @@ public final class RawNbdClient implements Closeable {
 	/** Export size from the last GO, or -1. */
 	public long size() {
 		return this.size;
+	}
+
+	/** Size and transmission flags from the last GO, or null. */
+	public Export export() {
+		return this.export;
+	}
+
+	private static void expectAck(OptionReply reply) throws IOException {
+		if (reply.type() != NbdProtocol.REP_ACK) {
+			throw new IOException("option " + reply.option() + " refused: 0x" + Integer.toHexString(reply.type()));
+		}
 	}
 
 	/** Sends a READ without waiting; returns its cookie. */
@@ -193,7 +240,7 @@ public final class RawNbdClient implements Closeable {
 		return this.socket;
 	}
 
-	public InputStream input() {
+	public DataInputStream input() {
 		return this.in;
 	}
 
@@ -203,14 +250,29 @@ public final class RawNbdClient implements Closeable {
 
 	/** Reads the greeting and answers with fixed newstyle + no zeroes; returns the handshake flags. */
 	public int handshake() throws IOException {
+		return handshake(NbdProtocol.FLAG_C_FIXED_NEWSTYLE | NbdProtocol.FLAG_C_NO_ZEROES);
+	}
+
+	/** Reads the greeting and answers with {@code clientFlags}; returns the handshake flags. */
+	public int handshake(int clientFlags) throws IOException {
+		int flags = greeting();
+		this.out.writeInt(clientFlags);
+		this.out.flush();
+		return flags;
+	}
+
+	/** Reads the server greeting only; returns the handshake flags. */
+	public int greeting() throws IOException {
 		long magic = this.in.readLong();
 		if (magic != NbdProtocol.NBDMAGIC || this.in.readLong() != NbdProtocol.IHAVEOPT) {
 			throw new IOException("not an NBD newstyle greeting");
 		}
-		int flags = this.in.readUnsignedShort();
-		this.out.writeInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE | NbdProtocol.FLAG_C_NO_ZEROES);
-		this.out.flush();
-		return flags;
+		return this.in.readUnsignedShort();
+	}
+
+	/** An option header announcing {@code length} bytes of data (which may never be sent). */
+	public static byte[] optionHeader(int option, long length) {
+		return ByteBuffer.allocate(16).putLong(NbdProtocol.IHAVEOPT).putInt(option).putInt((int) length).array();
 	}
 
 	public static byte[] option(int option, byte[] data) {
@@ -247,10 +309,59 @@ public final class RawNbdClient implements Closeable {
 		}
 	}
 
+	/** Sends an option and returns every reply up to and including the final one (ACK or error). */
+	public java.util.List<OptionReply> replies(int option, byte[] data) throws IOException {
+		sendOption(option, data);
+		return readOptionReplies();
+	}
+
+	/** Option replies up to and including the final one. */
+	public java.util.List<OptionReply> readOptionReplies() throws IOException {
+		java.util.List<OptionReply> replies = new java.util.ArrayList<>();
+		while (true) {
+			OptionReply r = readOptionReply();
+			replies.add(r);
+			if (r.type() == NbdProtocol.REP_ACK || r.isError()) {
+				return replies;
+			}
+		}
+	}
+
 	/** GO data for an export name with no information requests. */
 	public static byte[] goData(String name) {
+		return infoData(name);
+	}
+
+	/** INFO/GO data: an export name and the NBD_INFO_* items asked for. */
+	public static byte[] infoData(String name, int... infoTypes) {
 		byte[] n = name.getBytes(StandardCharsets.UTF_8);
-		return ByteBuffer.allocate(4 + n.length + 2).putInt(n.length).put(n).putShort((short) 0).array();
+		ByteBuffer b = ByteBuffer.allocate(4 + n.length + 2 + 2 * infoTypes.length);
+		b.putInt(n.length).put(n).putShort((short) infoTypes.length);
+		for (int t : infoTypes) {
+			b.putShort((short) t);
+		}
+		return b.array();
+	}
+
+	/** LIST_META_CONTEXT/SET_META_CONTEXT data: an export name and queries. */
+	public static byte[] metaContextData(String name, String... queries) {
+		java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+		DataOutputStream data = new DataOutputStream(bytes);
+		try {
+			byte[] n = name.getBytes(StandardCharsets.UTF_8);
+			data.writeInt(n.length);
+			data.write(n);
+			data.writeInt(queries.length);
+			for (String q : queries) {
+				byte[] qb = q.getBytes(StandardCharsets.UTF_8);
+				data.writeInt(qb.length);
+				data.write(qb);
+			}
+		}
+		catch (IOException ex) {
+			throw new UncheckedIOException(ex);
+		}
+		return bytes.toByteArray();
 	}
 
 	/** NBD_OPT_GO; returns the export or throws on an error reply. */
@@ -270,6 +381,8 @@ public final class RawNbdClient implements Closeable {
 				}
 			}
 			else if (r.type() == NbdProtocol.REP_ACK) {
+				this.export = export;
+				this.size = (export != null) ? export.size() : -1;
 				return export;
 			}
 		}
@@ -330,6 +443,50 @@ public final class RawNbdClient implements Closeable {
 			throw new IOException("bad simple reply magic 0x" + Integer.toHexString(magic));
 		}
 		return new SimpleReply(this.in.readInt(), this.in.readLong());
+	}
+
+	/** A simple reply and, when it reports success, {@code dataLength} bytes of data. */
+	public Reply readReply(int dataLength) throws IOException {
+		SimpleReply header = readSimpleReply();
+		byte[] data = new byte[(header.error() == 0) ? dataLength : 0];
+		this.in.readFully(data);
+		return new Reply(header.cookie(), header.error(), data);
+	}
+
+	/** One structured reply chunk. */
+	public Chunk readChunk() throws IOException {
+		int magic = this.in.readInt();
+		if (magic != NbdProtocol.STRUCTURED_REPLY_MAGIC) {
+			throw new IOException("bad structured reply magic 0x" + Integer.toHexString(magic));
+		}
+		int flags = this.in.readUnsignedShort();
+		int type = this.in.readUnsignedShort();
+		long cookie = this.in.readLong();
+		byte[] payload = new byte[this.in.readInt()];
+		this.in.readFully(payload);
+		return new Chunk(flags, type, cookie, payload);
+	}
+
+	/** Chunks up to and including the one flagged DONE. */
+	public java.util.List<Chunk> readChunks() throws IOException {
+		java.util.List<Chunk> chunks = new java.util.ArrayList<>();
+		Chunk c;
+		do {
+			c = readChunk();
+			chunks.add(c);
+		}
+		while (!c.done());
+		return chunks;
+	}
+
+	/** Whether the server closes without sending anything more (false if data arrives first). */
+	public boolean closesWithoutData() throws IOException {
+		try {
+			return this.in.read() == -1;
+		}
+		catch (SocketException ex) {
+			return true;
+		}
 	}
 
 	public void readFully(byte[] buffer) throws IOException {
