@@ -221,6 +221,10 @@ public final class NbdServer {
 			sleep(5);
 		}
 		for (Export export : this.exports.values()) {
+			if (export.flushRequests() > 0) {
+				logger.info("NBD export '{}': {} flush requests served by {} backend syncs", export.name(),
+						export.flushRequests(), export.backendSyncs());
+			}
 			try {
 				export.flushAll();
 			}
