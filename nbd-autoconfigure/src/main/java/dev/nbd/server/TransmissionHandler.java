@@ -577,8 +577,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	private void finish(ProtocolMessage.Request r, long startNanos, List<ByteBuf> reply, NbdError error, long bytes) {
-		if (!this.ctx.channel().isActive()) {
+		if (!this.ctx.channel().isActive() || this.server.repliesStopped()) {
 			reply.forEach(ByteBuf::release);
+			this.ctx.close();
 		}
 		else {
 			for (ByteBuf b : reply) {
