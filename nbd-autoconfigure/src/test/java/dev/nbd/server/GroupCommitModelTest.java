@@ -19,7 +19,8 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
 
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.RepeatedTest;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 import dev.nbd.backend.ExportBackend;
 import dev.nbd.testsupport.RawNbdClient;
@@ -34,6 +35,10 @@ import static org.assertj.core.api.Assertions.assertThat;
  * sent and after every write answered (on any connection) before the flush was sent, and that
  * ended before the flush's reply; an answered FUA write needs a sync that started after the
  * write returned and ended before its reply; no write is answered before the backend took it.
+ *
+ * <p>Run twice: a multi-conn-safe backend (one shared sync), and a backend with a view per
+ * connection under {@code multi-conn=emulate}, where the covering sync must be a flush of the
+ * view that took each write.
  */
 class GroupCommitModelTest {
 
@@ -47,7 +52,7 @@ class GroupCommitModelTest {
 
 	private final AtomicLong clock = new AtomicLong();
 
-	private final RecordingBackend backend = new RecordingBackend(this.clock);
+	private RecordingBackend backend;
 
 	private NbdServer server;
 
@@ -61,10 +66,12 @@ class GroupCommitModelTest {
 	record ClientOp(long id, boolean flush, boolean fua, long sentAt, long repliedAt, int error) {
 	}
 
-	@RepeatedTest(3)
-	void everyAnsweredFlushAndFuaIsCoveredByALaterSync() throws Exception {
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(this.backend), Map.of(),
-				Map.of(), null);
+	@ParameterizedTest
+	@ValueSource(booleans = { true, true, false, false })
+	void everyAnsweredFlushAndFuaIsCoveredByALaterSync(boolean multiConnSafe) throws Exception {
+		this.backend = new RecordingBackend(this.clock, multiConnSafe);
+		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(this.backend),
+				multiConnSafe ? Map.of() : Map.of("rec", MultiConnMode.EMULATE), Map.of(), null);
 		this.server.start();
 		List<RawNbdClient> clients = new ArrayList<>();
 		for (int i = 0; i < CONNECTIONS; i++) {
@@ -113,7 +120,8 @@ class GroupCommitModelTest {
 		Export export = this.server.export("rec");
 		long flushes = ops.stream().filter(o -> o.flush() || o.fua()).count();
 		assertThat(export.flushRequests()).isEqualTo(flushes);
-		assertThat(export.backendSyncs()).isEqualTo(this.backend.syncs.size());
+		// Emulation flushes every open view per sync.
+		assertThat(export.backendSyncs()).isEqualTo(this.backend.syncs.size() / (multiConnSafe ? 1 : CONNECTIONS));
 		// Concurrent flushes from 18 threads over syncs that take a while: sharing must happen.
 		assertThat(export.backendSyncs()).isLessThan(export.flushRequests());
 	}
@@ -121,28 +129,31 @@ class GroupCommitModelTest {
 	private void check(List<ClientOp> ops, long seed) {
 		String context = " (seed " + seed + ")";
 		assertThat(ops).allMatch(o -> o.error() == 0, "every request succeeded" + context);
-		List<long[]> syncs = new ArrayList<>(this.backend.syncs);
-		syncs.sort(Comparator.comparingLong(s -> s[0]));
-		long[] syncStarts = syncs.stream().mapToLong(s -> s[0]).toArray();
-		// Writes by reply time, with the latest backend return among all answered so far.
+		// Syncs of each view (a safe backend has one view, itself), by start.
+		Map<Integer, List<long[]>> syncsByView = new java.util.HashMap<>();
+		for (long[] sync : this.backend.syncs) {
+			syncsByView.computeIfAbsent((int) sync[2], v -> new ArrayList<>()).add(sync);
+		}
+		syncsByView.values().forEach(l -> l.sort(Comparator.comparingLong(sync -> sync[0])));
+		// Writes of each view by reply time, with the latest backend return among those answered so far.
 		List<ClientOp> writes = ops.stream()
 			.filter(o -> !o.flush())
 			.sorted(Comparator.comparingLong(ClientOp::repliedAt))
 			.toList();
-		long[] replied = new long[writes.size()];
-		long[] maxReturnedUpTo = new long[writes.size()];
-		long max = 0;
-		for (int i = 0; i < writes.size(); i++) {
-			ClientOp w = writes.get(i);
-			Long returned = this.backend.writeReturned.get(w.id());
-			assertThat(returned).as("backend saw write " + w.id() + context).isNotNull();
+		Map<Integer, List<long[]>> repliedAndMaxReturned = new java.util.HashMap<>();
+		for (ClientOp w : writes) {
+			long[] taken = this.backend.writes.get(w.id());
+			assertThat(taken).as("backend saw write " + w.id() + context).isNotNull();
+			long returned = taken[0];
+			int view = (int) taken[1];
 			assertThat(returned).as("write " + w.id() + " answered only after the backend returned" + context)
 				.isLessThan(w.repliedAt());
-			max = Math.max(max, returned);
-			replied[i] = w.repliedAt();
-			maxReturnedUpTo[i] = max;
+			List<long[]> list = repliedAndMaxReturned.computeIfAbsent(view, v -> new ArrayList<>());
+			long max = list.isEmpty() ? returned : Math.max(returned, list.get(list.size() - 1)[1]);
+			list.add(new long[] { w.repliedAt(), max });
 			if (w.fua()) {
-				assertCovered(syncs, syncStarts, returned, w.repliedAt(), "FUA write " + w.id() + context);
+				assertCovered(syncsByView.getOrDefault(view, List.of()), returned, w.repliedAt(),
+						"FUA write " + w.id() + " on view " + view + context);
 			}
 		}
 		int checkedFlushes = 0;
@@ -150,23 +161,32 @@ class GroupCommitModelTest {
 			if (!f.flush()) {
 				continue;
 			}
-			// Writes whose replies the client had before sending the flush (on any connection).
-			int n = upperBound(replied, f.sentAt());
-			long mustStartAfter = Math.max(f.sentAt(), (n > 0) ? maxReturnedUpTo[n - 1] : 0);
-			assertCovered(syncs, syncStarts, mustStartAfter, f.repliedAt(),
-					"flush sent at " + f.sentAt() + " covering " + n + " writes" + context);
+			// Every view with writes answered before the flush was sent (on any connection) needs a
+			// sync that started after the flush was sent and after those writes returned.
+			for (Map.Entry<Integer, List<long[]>> e : repliedAndMaxReturned.entrySet()) {
+				List<long[]> list = e.getValue();
+				int n = countRepliedUpTo(list, f.sentAt());
+				if (n == 0) {
+					continue;
+				}
+				long mustStartAfter = Math.max(f.sentAt(), list.get(n - 1)[1]);
+				assertCovered(syncsByView.getOrDefault(e.getKey(), List.of()), mustStartAfter, f.repliedAt(),
+						"flush sent at " + f.sentAt() + " covering " + n + " writes of view " + e.getKey() + context);
+			}
 			checkedFlushes++;
 		}
 		assertThat(checkedFlushes).isGreaterThan(0);
 	}
 
-	/** A sync started after {@code after} and finished before {@code before} must exist. */
-	private static void assertCovered(List<long[]> syncs, long[] starts, long after, long before, String what) {
-		int i = upperBound(starts, after);
+	/** A sync (sorted by start) started after {@code after} and finished before {@code before} must exist. */
+	private static void assertCovered(List<long[]> syncs, long after, long before, String what) {
 		boolean covered = false;
-		for (; i < starts.length && starts[i] < before; i++) {
-			if (syncs.get(i)[1] < before) {
+		for (long[] sync : syncs) {
+			if (sync[0] > after && sync[1] < before) {
 				covered = true;
+				break;
+			}
+			if (sync[0] >= before) {
 				break;
 			}
 		}
@@ -174,13 +194,13 @@ class GroupCommitModelTest {
 			.isTrue();
 	}
 
-	/** Number of elements of sorted {@code a} that are {@code <= key}. */
-	private static int upperBound(long[] a, long key) {
+	/** How many entries of {@code list} (sorted by reply time, element 0) were replied at or before {@code key}. */
+	private static int countRepliedUpTo(List<long[]> list, long key) {
 		int lo = 0;
-		int hi = a.length;
+		int hi = list.size();
 		while (lo < hi) {
 			int mid = (lo + hi) >>> 1;
-			if (a[mid] <= key) {
+			if (list.get(mid)[0] <= key) {
 				lo = mid + 1;
 			}
 			else {
@@ -191,9 +211,10 @@ class GroupCommitModelTest {
 	}
 
 	/**
-	 * Stores nothing; records when each write (identified by its first 8 bytes) returned and
-	 * when each sync started and ended, on the shared clock. Writes and syncs take a little
-	 * random time so they overlap.
+	 * Stores nothing; records, on the shared clock, when each write (identified by its first 8
+	 * bytes) returned and in which view, and when each sync of which view started and ended. Safe:
+	 * one view, itself. Unsafe: a view per connection (as a backend with per-connection caches
+	 * would have). Writes and syncs take a little random time so they overlap.
 	 */
 	static final class RecordingBackend implements ExportBackend {
 
@@ -201,12 +222,30 @@ class GroupCommitModelTest {
 
 		private final AtomicLong clock;
 
-		final Map<Long, Long> writeReturned = new ConcurrentHashMap<>();
+		private final boolean multiConnSafe;
 
-		final Queue<long[]> syncs = new ConcurrentLinkedQueue<>();
+		private final int view;
 
-		RecordingBackend(AtomicLong clock) {
+		private final AtomicLong views;
+
+		/** Write id to {returned, view}. */
+		final Map<Long, long[]> writes;
+
+		/** {start, end, view}. */
+		final Queue<long[]> syncs;
+
+		RecordingBackend(AtomicLong clock, boolean multiConnSafe) {
+			this(clock, multiConnSafe, 0, new AtomicLong(), new ConcurrentHashMap<>(), new ConcurrentLinkedQueue<>());
+		}
+
+		private RecordingBackend(AtomicLong clock, boolean multiConnSafe, int view, AtomicLong views,
+				Map<Long, long[]> writes, Queue<long[]> syncs) {
 			this.clock = clock;
+			this.multiConnSafe = multiConnSafe;
+			this.view = view;
+			this.views = views;
+			this.writes = writes;
+			this.syncs = syncs;
 		}
 
 		@Override
@@ -221,12 +260,18 @@ class GroupCommitModelTest {
 
 		@Override
 		public boolean isMultiConnSafe() {
-			return true;
+			return this.multiConnSafe;
 		}
 
 		@Override
 		public boolean canFlush() {
 			return true;
+		}
+
+		@Override
+		public ExportBackend connect() {
+			return this.multiConnSafe ? this : new RecordingBackend(this.clock, false,
+					(int) this.views.incrementAndGet(), this.views, this.writes, this.syncs);
 		}
 
 		@Override
@@ -240,14 +285,15 @@ class GroupCommitModelTest {
 			if (ThreadLocalRandom.current().nextInt(4) == 0) {
 				LockSupport.parkNanos(ThreadLocalRandom.current().nextInt(200_000));
 			}
-			this.writeReturned.put(id, this.clock.incrementAndGet());
+			this.writes.put(id, new long[] { this.clock.incrementAndGet(), this.view });
 		}
 
 		@Override
 		public void flush() {
 			long start = this.clock.incrementAndGet();
-			LockSupport.parkNanos(100_000 + ThreadLocalRandom.current().nextInt(500_000));
-			this.syncs.add(new long[] { start, this.clock.incrementAndGet() });
+			LockSupport.parkNanos(this.multiConnSafe ? 100_000 + ThreadLocalRandom.current().nextInt(500_000)
+					: 20_000 + ThreadLocalRandom.current().nextInt(100_000));
+			this.syncs.add(new long[] { start, this.clock.incrementAndGet(), this.view });
 		}
 
 	}
