@@ -137,6 +137,7 @@ public final class NbdServer {
 			});
 		try {
 			InetAddress bindAddress = InetAddress.getByName(this.config.address());
+			warnIfExposed(bindAddress);
 			this.serverChannel = bootstrap.bind(new InetSocketAddress(bindAddress, this.config.port()))
 				.syncUninterruptibly()
 				.channel();
@@ -157,6 +158,19 @@ public final class NbdServer {
 				this.transport.name().toLowerCase(), (this.config.tls() == null) ? "plaintext"
 						: (this.config.tls().required() ? "TLS required" : "TLS optional"),
 				this.exports.keySet());
+	}
+
+	private void warnIfExposed(InetAddress bindAddress) {
+		if (bindAddress.isLoopbackAddress()) {
+			return;
+		}
+		TlsSettings tls = this.config.tls();
+		if (tls == null || !tls.required()) {
+			logger.warn("NBD server binds {} {}: anyone who can reach it can read and overwrite the exports. "
+					+ "Set nbd.server.ssl.bundle (with nbd.server.ssl.mode=required), and restrict "
+					+ "nbd.server.allowed-addresses.", this.config.address(),
+					(tls == null) ? "without TLS" : "with TLS optional");
+		}
 	}
 
 	/** Bound port, or -1 when not listening. */
@@ -205,6 +219,11 @@ public final class NbdServer {
 			}
 		}
 		return list;
+	}
+
+	/** Every open connection, negotiating or attached. */
+	Collection<NbdConnection> allConnections() {
+		return List.copyOf(this.connections);
 	}
 
 	/** Event loop groups, for metrics. Null before start. */
@@ -292,17 +311,21 @@ public final class NbdServer {
 			refuse(ch, "max_connections", "nbd.server.max-connections (" + this.config.maxConnections() + ") reached");
 			return;
 		}
+		ch.closeFuture().addListener(f -> this.openChannels.decrementAndGet());
+		initPipeline(ch);
+	}
+
+	/** Sets up a new connection's pipeline: greeting, then option haggling. */
+	NbdConnection initPipeline(Channel ch) {
 		NbdConnection connection = new NbdConnection(ch, this.config.maxInFlight());
 		this.connections.add(connection);
-		ch.closeFuture().addListener(f -> {
-			this.openChannels.decrementAndGet();
-			this.connections.remove(connection);
-		});
+		ch.closeFuture().addListener(f -> this.connections.remove(connection));
 		ChannelPipeline p = ch.pipeline();
 		// First, so replies written from worker threads and during read loops go out in batches.
 		p.addLast(PipelineNames.FLUSH, new FlushConsolidationHandler(256, true));
 		p.addLast(PipelineNames.HANDSHAKE_DECODER, new dev.nbd.protocol.HandshakeDecoder(NbdServerConfig.MAX_OPTION_LENGTH));
 		p.addLast(PipelineNames.HANDSHAKE, new HandshakeHandler(this, connection));
+		return connection;
 	}
 
 	private void refuse(SocketChannel ch, String reason, String detail) {
@@ -383,7 +406,8 @@ public final class NbdServer {
 					long suppressed = state[1];
 					state[0] = now;
 					state[1] = 0;
-					logger.warn("{}{}", message, (suppressed > 0) ? " (" + suppressed + " similar suppressed)" : "");
+					logger.warn("{} [{}]{}", message, reason,
+							(suppressed > 0) ? " (" + suppressed + " similar suppressed)" : "");
 				}
 				else {
 					state[1]++;

@@ -137,7 +137,8 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			onRequest(request);
 		}
 		else if (msg instanceof ProtocolMessage.Violation v) {
-			logger.warn("Closing NBD {}: {}", this.connection, v.reason());
+			// Logged (rate-limited) and counted as a refusal; no log line of its own, so a
+			// flood of broken clients cannot flood the log.
 			this.server.refused("protocol_error", "Closed " + this.connection + ": " + v.reason());
 			ctx.close();
 		}
@@ -148,6 +149,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	@Override
 	public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+		dispatch();
 		updateAutoRead();
 		ctx.fireChannelWritabilityChanged();
 	}
@@ -220,7 +222,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	private void dispatch() {
-		while (!this.queue.isEmpty() && this.running < this.maxInFlight) {
+		// Nothing starts while replies pile up unsent: one read can decode thousands of
+		// requests, and a client that does not read its replies must not make us buffer them.
+		while (!this.queue.isEmpty() && this.running < this.maxInFlight && this.ctx.channel().isWritable()) {
 			ProtocolMessage.Request next = this.queue.peek();
 			long cost = cost(next);
 			if (this.runningBytes > 0 && this.runningBytes + cost > this.maxInFlightBytes) {
@@ -257,6 +261,12 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	/** Error for a request that must not reach the backend, or null. */
 	private NbdError validate(ProtocolMessage.Request r) {
 		int type = r.type();
+		boolean writeType = type == NbdProtocol.CMD_WRITE || type == NbdProtocol.CMD_TRIM
+				|| type == NbdProtocol.CMD_WRITE_ZEROES;
+		if (writeType && this.export.readOnly()) {
+			// Whatever else is wrong with it, a write to a read-only export is refused as such.
+			return NbdError.EPERM;
+		}
 		int allowed = switch (type) {
 			case NbdProtocol.CMD_READ -> this.structured ? NbdProtocol.CMD_FLAG_DF : 0;
 			case NbdProtocol.CMD_WRITE, NbdProtocol.CMD_TRIM -> NbdProtocol.CMD_FLAG_FUA;
@@ -274,11 +284,6 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		}
 		if ((r.flags() & NbdProtocol.CMD_FLAG_FUA) != 0 && (this.flags & NbdProtocol.TFLAG_SEND_FUA) == 0) {
 			return NbdError.EINVAL;
-		}
-		boolean writeType = type == NbdProtocol.CMD_WRITE || type == NbdProtocol.CMD_TRIM
-				|| type == NbdProtocol.CMD_WRITE_ZEROES;
-		if (writeType && this.export.readOnly()) {
-			return NbdError.EPERM;
 		}
 		switch (type) {
 			case NbdProtocol.CMD_FLUSH -> {

@@ -12,7 +12,7 @@ import org.junit.jupiter.api.Test;
 
 import dev.nbd.backend.ExportBackend;
 import dev.nbd.protocol.NbdError;
-import dev.nbd.testsupport.RawNbdClient;
+import dev.nbd.testsupport.PipelinedNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -43,21 +43,21 @@ class GracefulDrainTest {
 		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(new StuckWriteBackend()),
 				Map.of(), Map.of(), null);
 		this.server.start();
-		try (RawNbdClient client = RawNbdClient.connect(this.server.port(), "stuck")) {
-			RawNbdClient.Pending stuck = client.write(0, new byte[4096], false);
+		try (PipelinedNbdClient client = PipelinedNbdClient.connect(this.server.port(), "stuck")) {
+			PipelinedNbdClient.Pending stuck = client.write(0, new byte[4096], false);
 			assertThat(this.writeStarted.await(10, TimeUnit.SECONDS)).isTrue();
 			Thread stopper = new Thread(() -> this.server.shutdownGracefully(Duration.ofMillis(300)));
 			stopper.start();
 			while (!this.server.isDraining()) {
 				Thread.sleep(1);
 			}
-			RawNbdClient.Reply refused = client.write(8192, new byte[4096], false).reply().get(10, TimeUnit.SECONDS);
+			PipelinedNbdClient.Reply refused = client.write(8192, new byte[4096], false).reply().get(10, TimeUnit.SECONDS);
 			assertThat(refused.error()).isEqualTo(NbdError.ESHUTDOWN.code());
 			stopper.join(10_000);
 			assertThat(stopper.isAlive()).isFalse();
 			assertThat(this.writeReturned.getCount()).isZero();
 			// The stuck write returned while the final flush ran: no success reply may follow.
-			RawNbdClient.Reply late = null;
+			PipelinedNbdClient.Reply late = null;
 			try {
 				late = stuck.reply().get(10, TimeUnit.SECONDS);
 			}

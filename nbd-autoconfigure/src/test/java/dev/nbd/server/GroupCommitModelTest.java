@@ -23,7 +23,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 import dev.nbd.backend.ExportBackend;
-import dev.nbd.testsupport.RawNbdClient;
+import dev.nbd.testsupport.PipelinedNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -73,9 +73,9 @@ class GroupCommitModelTest {
 		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(this.backend),
 				multiConnSafe ? Map.of() : Map.of("rec", MultiConnMode.EMULATE), Map.of(), null);
 		this.server.start();
-		List<RawNbdClient> clients = new ArrayList<>();
+		List<PipelinedNbdClient> clients = new ArrayList<>();
 		for (int i = 0; i < CONNECTIONS; i++) {
-			clients.add(RawNbdClient.connect(this.server.port(), "rec", this.clock::incrementAndGet));
+			clients.add(PipelinedNbdClient.connect(this.server.port(), "rec", this.clock::incrementAndGet));
 		}
 		Queue<ClientOp> ops = new ConcurrentLinkedQueue<>();
 		AtomicLong ids = new AtomicLong();
@@ -84,14 +84,14 @@ class GroupCommitModelTest {
 		try {
 			List<Future<?>> running = new ArrayList<>();
 			for (int t = 0; t < CONNECTIONS * THREADS_PER_CONNECTION; t++) {
-				RawNbdClient client = clients.get(t % CONNECTIONS);
+				PipelinedNbdClient client = clients.get(t % CONNECTIONS);
 				Random random = new Random(seed + t);
 				running.add(threads.submit(() -> {
 					for (int i = 0; i < OPS_PER_THREAD; i++) {
 						int dice = random.nextInt(100);
 						if (dice < 30) {
-							RawNbdClient.Pending p = client.flush();
-							RawNbdClient.Reply r = p.reply().get(30, TimeUnit.SECONDS);
+							PipelinedNbdClient.Pending p = client.flush();
+							PipelinedNbdClient.Reply r = p.reply().get(30, TimeUnit.SECONDS);
 							ops.add(new ClientOp(-1, true, false, p.sentAt(), r.receivedAt(), r.error()));
 						}
 						else {
@@ -100,8 +100,8 @@ class GroupCommitModelTest {
 							byte[] data = new byte[BLOCK];
 							ByteBuffer.wrap(data).putLong(id);
 							long offset = (long) random.nextInt(RecordingBackend.BLOCKS) * BLOCK;
-							RawNbdClient.Pending p = client.write(offset, data, fua);
-							RawNbdClient.Reply r = p.reply().get(30, TimeUnit.SECONDS);
+							PipelinedNbdClient.Pending p = client.write(offset, data, fua);
+							PipelinedNbdClient.Reply r = p.reply().get(30, TimeUnit.SECONDS);
 							ops.add(new ClientOp(id, false, fua, p.sentAt(), r.receivedAt(), r.error()));
 						}
 					}
@@ -114,7 +114,7 @@ class GroupCommitModelTest {
 		}
 		finally {
 			threads.shutdownNow();
-			clients.forEach(RawNbdClient::close);
+			clients.forEach(PipelinedNbdClient::close);
 		}
 		check(new ArrayList<>(ops), seed);
 		Export export = this.server.export("rec");

@@ -13,7 +13,7 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 import dev.nbd.backend.MemoryBackend;
-import dev.nbd.testsupport.RawNbdClient;
+import dev.nbd.testsupport.PipelinedNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -37,22 +37,22 @@ class SingleConnectionExportTest {
 		int clients = 16;
 		CyclicBarrier start = new CyclicBarrier(clients);
 		ExecutorService pool = Executors.newFixedThreadPool(clients);
-		List<RawNbdClient> connected = new ArrayList<>();
+		List<PipelinedNbdClient> connected = new ArrayList<>();
 		try {
-			List<Future<RawNbdClient>> attempts = new ArrayList<>();
+			List<Future<PipelinedNbdClient>> attempts = new ArrayList<>();
 			for (int i = 0; i < clients; i++) {
 				attempts.add(pool.submit(() -> {
 					start.await(10, TimeUnit.SECONDS);
 					try {
-						return RawNbdClient.connect(this.server.port(), "solo");
+						return PipelinedNbdClient.connect(this.server.port(), "solo");
 					}
 					catch (RuntimeException refused) {
 						return null;
 					}
 				}));
 			}
-			for (Future<RawNbdClient> f : attempts) {
-				RawNbdClient c = f.get(30, TimeUnit.SECONDS);
+			for (Future<PipelinedNbdClient> f : attempts) {
+				PipelinedNbdClient c = f.get(30, TimeUnit.SECONDS);
 				if (c != null) {
 					connected.add(c);
 				}
@@ -63,7 +63,7 @@ class SingleConnectionExportTest {
 				.isZero();
 		}
 		finally {
-			connected.forEach(RawNbdClient::close);
+			connected.forEach(PipelinedNbdClient::close);
 			pool.shutdownNow();
 		}
 	}

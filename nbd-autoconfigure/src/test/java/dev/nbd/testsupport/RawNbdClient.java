@@ -1,213 +1,394 @@
 package dev.nbd.testsupport;
 
 import java.io.BufferedInputStream;
-import java.io.BufferedOutputStream;
+import java.io.Closeable;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.EOFException;
 import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
 import java.io.UncheckedIOException;
 import java.net.InetSocketAddress;
 import java.net.Socket;
+import java.net.SocketException;
+import java.net.SocketTimeoutException;
+import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
-import java.util.Map;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.atomic.AtomicLong;
-import java.util.function.LongSupplier;
+import java.security.cert.X509Certificate;
+
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLSocket;
+import javax.net.ssl.TrustManager;
+import javax.net.ssl.X509TrustManager;
 
 import dev.nbd.protocol.NbdProtocol;
 
 /**
- * A minimal pipelined NBD client over a plain socket (fixed newstyle, EXPORT_NAME, simple
- * replies): requests may be sent from many threads at once, replies are matched by cookie on a
- * reader thread. Each request and reply is stamped with {@code clock} at the moment it is sent
- * or received, so tests can order client events against what a backend recorded.
+ * A byte-level NBD client for tests that must send what real clients never would (wrong order,
+ * garbage, no reads) or need exact control (requests left in flight, pipelining, thousands of
+ * short connections). Blocking I/O with a read timeout; every method throws on protocol
+ * surprises. Two levels: raw ({@link #connect(int)}, {@link #handshake()}, {@link #sendOption},
+ * {@link #sendRequest}) and attached ({@link #connect(int, String)}, {@link #sendRead},
+ * {@link #receive()}, {@link #call}). Not thread-safe.
  */
-public final class RawNbdClient implements AutoCloseable {
+public final class RawNbdClient implements Closeable {
 
-	/** A reply: NBD error (0 = success), data for READ, and when it was received. */
-	public record Reply(int error, byte[] data, long receivedAt) {
+	private final String host;
+
+	private final int port;
+
+	private Socket socket;
+
+	private DataInputStream in;
+
+	private DataOutputStream out;
+
+	/** READ lengths by cookie, to know how much data follows a reply. */
+	private final java.util.Map<Long, Integer> readLengths = new java.util.HashMap<>();
+
+	private long nextCookie = 1;
+
+	private long size = -1;
+
+	/** One option reply: its type and data. */
+	public record OptionReply(int option, int type, byte[] data) {
+
+		public boolean isError() {
+			return (this.type & NbdProtocol.REP_FLAG_ERROR) != 0;
+		}
+
 	}
 
-	/** A request on its way: when it was sent and its reply to come. */
-	public record Pending(long sentAt, CompletableFuture<Reply> reply) {
+	/** Result of a successful GO. */
+	public record Export(long size, int flags) {
 	}
 
-	private final Socket socket;
-
-	private final DataInputStream in;
-
-	private final DataOutputStream out;
-
-	private final LongSupplier clock;
-
-	private final long size;
-
-	private final int transmissionFlags;
-
-	private final AtomicLong cookies = new AtomicLong();
-
-	private final Map<Long, CompletableFuture<Reply>> waiting = new ConcurrentHashMap<>();
-
-	private final Map<Long, Integer> readLengths = new ConcurrentHashMap<>();
-
-	private final Thread reader;
-
-	private RawNbdClient(Socket socket, LongSupplier clock, long size, int transmissionFlags) throws IOException {
-		this.socket = socket;
-		this.clock = clock;
-		this.in = new DataInputStream(new BufferedInputStream(socket.getInputStream(), 1 << 16));
-		this.out = new DataOutputStream(new BufferedOutputStream(socket.getOutputStream(), 1 << 16));
-		this.size = size;
-		this.transmissionFlags = transmissionFlags;
-		this.reader = new Thread(this::readReplies, "raw-nbd-client-reader");
-		this.reader.setDaemon(true);
-		this.reader.start();
+	/** A simple reply header. */
+	public record SimpleReply(int error, long cookie) {
 	}
 
-	public static RawNbdClient connect(int port, String export) {
-		return connect(port, export, System::nanoTime);
+	/** A simple reply with a READ's data: {@code error} 0 on success. */
+	public record Reply(long cookie, int error, byte[] data) {
 	}
 
-	public static RawNbdClient connect(int port, String export, LongSupplier clock) {
-		Socket socket = new Socket();
+	private RawNbdClient(String host, int port, Socket socket) throws IOException {
+		this.host = host;
+		this.port = port;
+		use(socket);
+	}
+
+	public static RawNbdClient connect(int port) {
+		return connect(port, 0);
+	}
+
+	/** Connects to 127.0.0.1; {@code receiveBuffer} > 0 sets SO_RCVBUF before connecting. */
+	public static RawNbdClient connect(int port, int receiveBuffer) {
 		try {
-			socket.setTcpNoDelay(true);
-			socket.connect(new InetSocketAddress("127.0.0.1", port), 5000);
-			// Unbuffered streams for the handshake: nothing is read past its end.
-			DataInputStream in = new DataInputStream(socket.getInputStream());
-			DataOutputStream out = new DataOutputStream(socket.getOutputStream());
-			expect(in.readLong() == NbdProtocol.NBDMAGIC, "NBDMAGIC");
-			expect(in.readLong() == NbdProtocol.IHAVEOPT, "IHAVEOPT");
-			int serverFlags = in.readUnsignedShort();
-			expect((serverFlags & NbdProtocol.FLAG_FIXED_NEWSTYLE) != 0, "fixed newstyle");
-			out.writeInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE | NbdProtocol.FLAG_C_NO_ZEROES);
-			byte[] name = export.getBytes(StandardCharsets.UTF_8);
-			out.writeLong(NbdProtocol.IHAVEOPT);
-			out.writeInt(NbdProtocol.OPT_EXPORT_NAME);
-			out.writeInt(name.length);
-			out.write(name);
-			out.flush();
-			long size = in.readLong();
-			int flags = in.readUnsignedShort();
-			return new RawNbdClient(socket, clock, size, flags);
+			Socket s = new Socket();
+			if (receiveBuffer > 0) {
+				s.setReceiveBufferSize(receiveBuffer);
+			}
+			s.connect(new InetSocketAddress("127.0.0.1", port), 5000);
+			s.setSoTimeout(10_000);
+			s.setTcpNoDelay(true);
+			return new RawNbdClient("127.0.0.1", port, s);
 		}
 		catch (IOException ex) {
-			try {
-				socket.close();
-			}
-			catch (IOException ignored) {
-				// closing after a failed handshake
-			}
 			throw new UncheckedIOException(ex);
 		}
 	}
 
+	/** Connects to 127.0.0.1:{@code port}, negotiates and attaches to {@code export} (simple replies). */
+	public static RawNbdClient connect(int port, String export) throws IOException {
+		RawNbdClient client = connect(port);
+		try {
+			client.handshake();
+			client.size = client.go(export).size();
+			return client;
+		}
+		catch (IOException | RuntimeException ex) {
+			client.close();
+			throw ex;
+		}
+	}
+
+	/** Export size from the last GO, or -1. */
 	public long size() {
 		return this.size;
 	}
 
-	public int transmissionFlags() {
-		return this.transmissionFlags;
+	/** Sends a READ without waiting; returns its cookie. */
+	public long sendRead(long offset, int length) throws IOException {
+		long cookie = send(NbdProtocol.CMD_READ, offset, length, null);
+		this.readLengths.put(cookie, length);
+		return cookie;
 	}
 
-	public Pending write(long offset, byte[] data, boolean fua) {
-		return send(NbdProtocol.CMD_WRITE, fua ? NbdProtocol.CMD_FLAG_FUA : 0, offset, data.length, data);
+	public long sendWrite(long offset, byte[] data) throws IOException {
+		return send(NbdProtocol.CMD_WRITE, offset, data.length, data);
 	}
 
-	public Pending flush() {
-		return send(NbdProtocol.CMD_FLUSH, 0, 0, 0, null);
+	public long sendFlush() throws IOException {
+		return send(NbdProtocol.CMD_FLUSH, 0, 0, null);
 	}
 
-	public Pending read(long offset, int length) {
-		return send(NbdProtocol.CMD_READ, 0, offset, length, null);
+	/** Sends any request with the next cookie (no payload unless {@code data}). */
+	public long send(int type, long offset, int length, byte[] data) throws IOException {
+		long cookie = this.nextCookie++;
+		sendRequest(0, type, cookie, offset, length, data);
+		return cookie;
 	}
 
-	private Pending send(int type, int flags, long offset, int length, byte[] payload) {
-		long cookie = this.cookies.incrementAndGet();
-		CompletableFuture<Reply> reply = new CompletableFuture<>();
-		this.waiting.put(cookie, reply);
+	/** Reads the next simple reply (and a READ's data, for reads sent with {@link #sendRead}). */
+	public Reply receive() throws IOException {
+		SimpleReply header = readSimpleReply();
+		Integer length = this.readLengths.remove(header.cookie());
+		byte[] data = null;
+		if (length != null && header.error() == 0) {
+			data = new byte[length];
+			this.in.readFully(data);
+		}
+		return new Reply(header.cookie(), header.error(), data);
+	}
+
+	/** Sends a request and waits for its reply (nothing else may be in flight). */
+	public Reply call(int type, long offset, int length, byte[] data) throws IOException {
 		if (type == NbdProtocol.CMD_READ) {
-			this.readLengths.put(cookie, length);
+			sendRead(offset, length);
 		}
-		long sentAt;
-		synchronized (this.out) {
-			sentAt = this.clock.getAsLong();
-			try {
-				this.out.writeInt(NbdProtocol.REQUEST_MAGIC);
-				this.out.writeShort(flags);
-				this.out.writeShort(type);
-				this.out.writeLong(cookie);
-				this.out.writeLong(offset);
-				this.out.writeInt(length);
-				if (payload != null) {
-					this.out.write(payload);
-				}
-				this.out.flush();
-			}
-			catch (IOException ex) {
-				this.waiting.remove(cookie);
-				reply.completeExceptionally(ex);
-			}
+		else {
+			send(type, offset, length, data);
 		}
-		return new Pending(sentAt, reply);
+		return receive();
 	}
 
-	private void readReplies() {
+	/** Sends NBD_CMD_DISC and closes the socket. */
+	public void disconnect() throws IOException {
 		try {
-			while (true) {
-				int magic = this.in.readInt();
-				expect(magic == NbdProtocol.SIMPLE_REPLY_MAGIC, "simple reply magic, got " + Integer.toHexString(magic));
-				int error = this.in.readInt();
-				long cookie = this.in.readLong();
-				long receivedAt = this.clock.getAsLong();
-				Integer length = this.readLengths.remove(cookie);
-				byte[] data = null;
-				if (length != null && error == 0) {
-					data = new byte[length];
-					this.in.readFully(data);
-				}
-				CompletableFuture<Reply> f = this.waiting.remove(cookie);
-				expect(f != null, "reply to unknown cookie " + cookie);
-				f.complete(new Reply(error, data, receivedAt));
-			}
+			send(NbdProtocol.CMD_DISC, 0, 0, null);
 		}
-		catch (IOException | RuntimeException ex) {
-			Throwable cause = (ex instanceof EOFException) ? new EOFException("server closed the connection") : ex;
-			this.waiting.values().forEach(f -> f.completeExceptionally(cause));
-			this.waiting.clear();
+		finally {
+			close();
 		}
 	}
 
-	private static void expect(boolean condition, String what) throws IOException {
-		if (!condition) {
-			throw new IOException("protocol error: expected " + what);
+	/** True once the server has closed the connection (reads end of stream). */
+	public boolean serverClosed() throws IOException {
+		try {
+			return this.in.read() == -1;
+		}
+		catch (SocketException ex) {
+			return true;
+		}
+	}
+
+	private void use(Socket s) throws IOException {
+		this.socket = s;
+		this.in = new DataInputStream(new BufferedInputStream(s.getInputStream()));
+		this.out = new DataOutputStream(s.getOutputStream());
+	}
+
+	public Socket socket() {
+		return this.socket;
+	}
+
+	public InputStream input() {
+		return this.in;
+	}
+
+	public OutputStream output() {
+		return this.out;
+	}
+
+	/** Reads the greeting and answers with fixed newstyle + no zeroes; returns the handshake flags. */
+	public int handshake() throws IOException {
+		long magic = this.in.readLong();
+		if (magic != NbdProtocol.NBDMAGIC || this.in.readLong() != NbdProtocol.IHAVEOPT) {
+			throw new IOException("not an NBD newstyle greeting");
+		}
+		int flags = this.in.readUnsignedShort();
+		this.out.writeInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE | NbdProtocol.FLAG_C_NO_ZEROES);
+		this.out.flush();
+		return flags;
+	}
+
+	public static byte[] option(int option, byte[] data) {
+		ByteBuffer b = ByteBuffer.allocate(16 + data.length);
+		b.putLong(NbdProtocol.IHAVEOPT).putInt(option).putInt(data.length).put(data);
+		return b.array();
+	}
+
+	public void sendOption(int option, byte[] data) throws IOException {
+		this.out.write(option(option, data));
+		this.out.flush();
+	}
+
+	public OptionReply readOptionReply() throws IOException {
+		long magic = this.in.readLong();
+		if (magic != NbdProtocol.OPTION_REPLY_MAGIC) {
+			throw new IOException("bad option reply magic 0x" + Long.toHexString(magic));
+		}
+		int option = this.in.readInt();
+		int type = this.in.readInt();
+		byte[] data = new byte[this.in.readInt()];
+		this.in.readFully(data);
+		return new OptionReply(option, type, data);
+	}
+
+	/** Sends an option and reads replies up to the final one (ACK or error). */
+	public OptionReply request(int option, byte[] data) throws IOException {
+		sendOption(option, data);
+		while (true) {
+			OptionReply r = readOptionReply();
+			if (r.type() == NbdProtocol.REP_ACK || r.isError()) {
+				return r;
+			}
+		}
+	}
+
+	/** GO data for an export name with no information requests. */
+	public static byte[] goData(String name) {
+		byte[] n = name.getBytes(StandardCharsets.UTF_8);
+		return ByteBuffer.allocate(4 + n.length + 2).putInt(n.length).put(n).putShort((short) 0).array();
+	}
+
+	/** NBD_OPT_GO; returns the export or throws on an error reply. */
+	public Export go(String name) throws IOException {
+		sendOption(NbdProtocol.OPT_GO, goData(name));
+		Export export = null;
+		while (true) {
+			OptionReply r = readOptionReply();
+			if (r.isError()) {
+				throw new IOException("GO refused: 0x" + Integer.toHexString(r.type()) + " "
+						+ new String(r.data(), StandardCharsets.UTF_8));
+			}
+			if (r.type() == NbdProtocol.REP_INFO) {
+				ByteBuffer b = ByteBuffer.wrap(r.data());
+				if (b.getShort() == NbdProtocol.INFO_EXPORT) {
+					export = new Export(b.getLong(), b.getShort() & 0xffff);
+				}
+			}
+			else if (r.type() == NbdProtocol.REP_ACK) {
+				return export;
+			}
+		}
+	}
+
+	/**
+	 * STARTTLS, then a TLS handshake trusting any server certificate; returns the certificate
+	 * the server presented.
+	 */
+	public X509Certificate startTls() throws IOException {
+		OptionReply reply = request(NbdProtocol.OPT_STARTTLS, new byte[0]);
+		if (reply.type() != NbdProtocol.REP_ACK) {
+			throw new IOException("STARTTLS refused: 0x" + Integer.toHexString(reply.type()));
+		}
+		try {
+			SSLContext context = SSLContext.getInstance("TLS");
+			context.init(null, new TrustManager[] { new TrustAll() }, null);
+			SSLSocket ssl = (SSLSocket) context.getSocketFactory().createSocket(this.socket, this.host, this.port, true);
+			ssl.setUseClientMode(true);
+			ssl.startHandshake();
+			use(ssl);
+			return (X509Certificate) ssl.getSession().getPeerCertificates()[0];
+		}
+		catch (java.security.GeneralSecurityException ex) {
+			throw new IOException(ex);
+		}
+	}
+
+	public static byte[] request(int flags, int type, long cookie, long offset, long length) {
+		return ByteBuffer.allocate(NbdProtocol.REQUEST_HEADER_LENGTH)
+			.putInt(NbdProtocol.REQUEST_MAGIC)
+			.putShort((short) flags)
+			.putShort((short) type)
+			.putLong(cookie)
+			.putLong(offset)
+			.putInt((int) length)
+			.array();
+	}
+
+	public void sendRequest(int flags, int type, long cookie, long offset, long length, byte[] payload)
+			throws IOException {
+		byte[] header = request(flags, type, cookie, offset, length);
+		if (payload == null) {
+			this.out.write(header);
+		}
+		else {
+			// One write per request: header and payload in the same segments where possible.
+			byte[] whole = java.util.Arrays.copyOf(header, header.length + payload.length);
+			System.arraycopy(payload, 0, whole, header.length, payload.length);
+			this.out.write(whole);
+		}
+		this.out.flush();
+	}
+
+	public SimpleReply readSimpleReply() throws IOException {
+		int magic = this.in.readInt();
+		if (magic != NbdProtocol.SIMPLE_REPLY_MAGIC) {
+			throw new IOException("bad simple reply magic 0x" + Integer.toHexString(magic));
+		}
+		return new SimpleReply(this.in.readInt(), this.in.readLong());
+	}
+
+	public void readFully(byte[] buffer) throws IOException {
+		this.in.readFully(buffer);
+	}
+
+	/**
+	 * Whether the server closed the connection within {@code timeoutMillis}, discarding whatever
+	 * it still sends; false if it stays open.
+	 */
+	public boolean closedByServer(int timeoutMillis) throws IOException {
+		long deadline = System.currentTimeMillis() + timeoutMillis;
+		byte[] sink = new byte[8192];
+		try {
+			while (System.currentTimeMillis() < deadline) {
+				this.socket.setSoTimeout((int) Math.max(1, deadline - System.currentTimeMillis()));
+				if (this.in.read(sink) < 0) {
+					return true;
+				}
+			}
+			return false;
+		}
+		catch (SocketTimeoutException ex) {
+			return false;
+		}
+		catch (EOFException | SocketException ex) {
+			// Reset by the server counts as closed.
+			return true;
+		}
+		catch (javax.net.ssl.SSLException ex) {
+			return true;
 		}
 	}
 
 	@Override
 	public void close() {
 		try {
-			synchronized (this.out) {
-				this.out.writeInt(NbdProtocol.REQUEST_MAGIC);
-				this.out.writeShort(0);
-				this.out.writeShort(NbdProtocol.CMD_DISC);
-				this.out.writeLong(this.cookies.incrementAndGet());
-				this.out.writeLong(0);
-				this.out.writeInt(0);
-				this.out.flush();
-			}
-		}
-		catch (IOException ex) {
-			// Already gone.
-		}
-		try {
 			this.socket.close();
 		}
 		catch (IOException ex) {
 			// Closing.
 		}
+	}
+
+	private static final class TrustAll implements X509TrustManager {
+
+		@Override
+		public void checkClientTrusted(X509Certificate[] chain, String authType) {
+		}
+
+		@Override
+		public void checkServerTrusted(X509Certificate[] chain, String authType) {
+		}
+
+		@Override
+		public X509Certificate[] getAcceptedIssuers() {
+			return new X509Certificate[0];
+		}
+
 	}
 
 }
