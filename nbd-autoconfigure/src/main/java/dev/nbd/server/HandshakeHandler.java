@@ -401,7 +401,7 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		if (!allowed(export)) {
 			return "client address not allowed for export '" + export.name() + "'";
 		}
-		if (attaching && export.multiConnMode() == MultiConnMode.SINGLE && !export.connections().isEmpty()) {
+		if (attaching && !export.claim(this.connection)) {
 			return "export '" + export.name() + "' accepts one connection at a time";
 		}
 		return null;

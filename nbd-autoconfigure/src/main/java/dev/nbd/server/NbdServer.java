@@ -67,6 +67,9 @@ public final class NbdServer {
 
 	private volatile boolean draining;
 
+	/** Set before the final flush of a graceful stop: nothing is answered after it. */
+	private volatile boolean repliesStopped;
+
 	private EventLoopGroup bossGroup;
 
 	private EventLoopGroup workerGroup;
@@ -150,6 +153,7 @@ public final class NbdServer {
 					+ this.config.port() + ": " + ex.getMessage(), this.config.port(), ex);
 		}
 		this.draining = false;
+		this.repliesStopped = false;
 		logger.info("NBD server listening on {}:{} ({} transport, {}) with exports {}", this.config.address(), port(),
 				this.transport.name().toLowerCase(), (this.config.tls() == null) ? "plaintext"
 						: (this.config.tls().required() ? "TLS required" : "TLS optional"),
@@ -178,6 +182,11 @@ public final class NbdServer {
 	public boolean isRunning() {
 		Channel ch = this.serverChannel;
 		return ch != null && ch.isActive();
+	}
+
+	/** Whether the final flush of a graceful stop has begun: connections get no more replies. */
+	boolean repliesStopped() {
+		return this.repliesStopped;
 	}
 
 	/** Whether a graceful shutdown is in progress. */
@@ -239,7 +248,14 @@ public final class NbdServer {
 		while (System.nanoTime() < deadline && this.connections.stream().anyMatch(c -> c.inFlight() > 0)) {
 			sleep(5);
 		}
+		// A request still running past the deadline must not be answered after the flush below
+		// started, or its reply would promise what that flush may not cover.
+		this.repliesStopped = true;
 		for (Export export : this.exports.values()) {
+			if (export.flushRequests() > 0) {
+				logger.info("NBD export '{}': {} flush requests served by {} backend syncs", export.name(),
+						export.flushRequests(), export.backendSyncs());
+			}
 			try {
 				export.flushAll();
 			}

@@ -113,7 +113,8 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			r.release();
 		}
 		this.queue.clear();
-		this.export.connections().remove(this.connection);
+		// Release the view before leaving the export: an emulated multi-conn flush running
+		// meanwhile still reaches the view, so writes it answered cannot slip past that flush.
 		if (this.view != this.export.backend()) {
 			try {
 				this.view.disconnect();
@@ -122,6 +123,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 				logger.warn("Export '{}' failed to release a connection view", this.export.name(), ex);
 			}
 		}
+		this.export.connectionClosed(this.connection);
 		logger.info("NBD {} closed after {} ms: {} requests, {} bytes read, {} bytes written", this.connection,
 				(System.nanoTime() - this.openedNanos) / 1_000_000, this.connection.requests(),
 				this.connection.bytesRead(), this.connection.bytesWritten());
@@ -360,8 +362,10 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 				}
 				case NbdProtocol.CMD_WRITE_ZEROES -> {
 					boolean fua = r.hasFlag(NbdProtocol.CMD_FLAG_FUA);
-					zero(r, fua && this.export.nativeFua());
-					flushAfter = fua && !this.export.nativeFua();
+					// Zeroes emulated with several writes: one flush after all of them, not FUA on each.
+					boolean nativeFua = fua && this.export.nativeFua() && this.view.canZero();
+					zero(r, nativeFua);
+					flushAfter = fua && !nativeFua;
 				}
 				case NbdProtocol.CMD_CACHE -> this.view.cache(r.offset(), r.length());
 				case NbdProtocol.CMD_BLOCK_STATUS -> reply = blockStatus(r);
@@ -515,7 +519,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			int n = (int) Math.min(ZERO_CHUNK, end - offset);
 			ByteBuffer chunk = ZEROES.duplicate();
 			chunk.limit(n);
-			this.view.write(offset, chunk, fua && offset + n >= end);
+			this.view.write(offset, chunk, false);
 			offset += n;
 		}
 	}
@@ -582,8 +586,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	private void finish(ProtocolMessage.Request r, long startNanos, List<ByteBuf> reply, NbdError error, long bytes) {
-		if (!this.ctx.channel().isActive()) {
+		if (!this.ctx.channel().isActive() || this.server.repliesStopped()) {
 			reply.forEach(ByteBuf::release);
+			this.ctx.close();
 		}
 		else {
 			for (ByteBuf b : reply) {
