@@ -5,6 +5,8 @@ import java.util.concurrent.atomic.AtomicIntegerArray;
 import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.concurrent.atomic.LongAdder;
 
+import dev.nbd.protocol.NbdError;
+
 /**
  * A sparse in-memory export. Memory is taken only for pages that hold non-zero data, off the
  * Java heap (1 MiB direct slabs carved into 4 KiB pages), so a large export costs what is
@@ -152,7 +154,7 @@ public class MemoryBackend implements ExportBackend {
 	}
 
 	@Override
-	public void write(long offset, ByteBuffer src, boolean fua) {
+	public void write(long offset, ByteBuffer src, boolean fua) throws NbdBackendException {
 		int pos = src.position();
 		int remaining = src.remaining();
 		while (remaining > 0) {
@@ -239,7 +241,7 @@ public class MemoryBackend implements ExportBackend {
 		return (table != null) ? table.get((int) (page & (TABLE_PAGES - 1))) : 0;
 	}
 
-	private int allocate(long page) {
+	private int allocate(long page) throws NbdBackendException {
 		int t = (int) (page >>> TABLE_SHIFT);
 		AtomicIntegerArray table = this.directory.get(t);
 		if (table == null) {
@@ -319,7 +321,7 @@ public class MemoryBackend implements ExportBackend {
 			return ((handle - 1) % SLAB_PAGES) << PAGE_SHIFT;
 		}
 
-		int allocate() {
+		int allocate() throws NbdBackendException {
 			int handle;
 			boolean reused;
 			synchronized (this) {
@@ -348,13 +350,21 @@ public class MemoryBackend implements ExportBackend {
 			this.inUse.decrement();
 		}
 
-		private void grow() {
+		private void grow() throws NbdBackendException {
 			ByteBuffer[] current = this.slabs;
 			if (current.length >= Integer.MAX_VALUE / SLAB_PAGES - 1) {
 				throw new OutOfMemoryError("memory backend page handles exhausted");
 			}
 			ByteBuffer[] next = java.util.Arrays.copyOf(current, current.length + 1);
-			next[current.length] = ByteBuffer.allocateDirect(SLAB_PAGES * PAGE_SIZE);
+			try {
+				next[current.length] = ByteBuffer.allocateDirect(SLAB_PAGES * PAGE_SIZE);
+			}
+			catch (OutOfMemoryError ex) {
+				// The JVM's direct memory limit (-XX:MaxDirectMemorySize, by default the heap size)
+				// is reached: the client sees a full disk, not an I/O error.
+				throw new NbdBackendException(NbdError.ENOSPC,
+						"memory export cannot grow: direct memory exhausted (raise -XX:MaxDirectMemorySize)");
+			}
 			this.slabs = next;
 			int base = current.length * SLAB_PAGES;
 			if (this.free.length < SLAB_PAGES) {
