@@ -2,6 +2,7 @@ package dev.nbd.backend;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 
 import dev.nbd.protocol.NbdError;
 
@@ -113,6 +114,18 @@ public interface ExportBackend {
 	/** Preferred I/O size (a hint to clients). Power of two, at least 512. */
 	default int preferredBlockSize() {
 		return 4096;
+	}
+
+	/**
+	 * A file holding the export's bytes at the same offsets, or null (the default). When set,
+	 * the server answers READ without calling {@link #read}: on its network thread, small reads
+	 * with one {@code pread} and large ones (TLS off) with {@code sendfile}, so the data takes
+	 * no worker hand-off and, for large reads, no copy through the JVM. A read that misses the
+	 * page cache then holds that network thread for the disk's latency; backends on slow
+	 * storage should return null. The file must be at least {@link #size()} bytes.
+	 */
+	default FileChannel readThroughFile() {
+		return null;
 	}
 
 	/** Read {@code dst.remaining()} bytes at {@code offset} into {@code dst}. */

@@ -113,6 +113,12 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 		return true;
 	}
 
+	/** This file: the server reads it directly (pread or sendfile on its network threads). */
+	@Override
+	public FileChannel readThroughFile() {
+		return this.channel;
+	}
+
 	@Override
 	public void read(long offset, ByteBuffer dst) throws IOException {
 		while (dst.hasRemaining()) {
