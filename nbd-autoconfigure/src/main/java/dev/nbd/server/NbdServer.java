@@ -245,7 +245,7 @@ public final class NbdServer {
 			c.channel().close();
 		}
 		shutdownGroups(remaining);
-		this.blockingExecutor.shutdown();
+		// The worker pool is kept (its idle threads time out): start() may be called again.
 		this.serverChannel = null;
 		logger.info("NBD server stopped");
 	}
