@@ -46,6 +46,7 @@ def medians(rows):
                 "bw_bytes": median([r.get("bw_bytes") for r in rs]),
                 "iops": median([r.get("iops") for r in rs]),
                 "p99_us": median([r.get("p99_us") for r in rs]),
+                "cpu_us_per_op": median([r.get("cpu_us_per_op") for r in rs]),
                 "rounds": len(rs),
             }
     return result
@@ -67,6 +68,9 @@ def compare(rows, order):
             "app_vs_best_peer": ratio(app, peers.get(best)) if best else None,
             "app_vs_peer": {p: ratio(app, v) for p, v in peers.items()},
             "app_vs_null": ratio(app, null),
+            # Server CPU time per request, app / best peer: below 1 = the app spends less.
+            "app_cpu_per_op_vs_best_peer": ratio(servers.get("app", {}).get("cpu_us_per_op"),
+                                                 servers.get(best, {}).get("cpu_us_per_op")) if best else None,
         }
     return table
 
@@ -133,17 +137,19 @@ print("Machine: %s CPUs (%s), load %s; %s rounds x %s s" % (machine["cpus"], mac
 for export, rows in summary["main"].items():
     peers = PEERS[export]
     print()
-    print("export %s: app/peer throughput ratios (median of rounds; >1 = app faster)" % export)
+    print("export %s: app/peer throughput ratios (median of rounds; >1 = app faster); cpu/op = server CPU"
+          " per request, app/best peer (<1 = app cheaper)" % export)
     header = "%-22s %-12s %7s " % ("workload", "best peer", "vs best") + " ".join("%11s" % p for p in peers) + \
-        " %8s %10s %10s" % ("vs null", "app p99us", "best p99us")
+        " %8s %10s %10s %9s" % ("vs null", "app p99us", "best p99us", "cpu/op")
     print(header)
     for workload, row in rows.items():
         servers = row["servers"]
         best = row["best_peer"]
         print("%-22s %-12s %7s " % (workload, best or "-", fmt(row["app_vs_best_peer"]))
               + " ".join("%11s" % fmt(row["app_vs_peer"].get(p)) for p in peers)
-              + " %8s %10s %10s" % (fmt(row["app_vs_null"]), fmt(servers.get("app", {}).get("p99_us"), "{:.0f}"),
-                                    fmt(servers.get(best, {}).get("p99_us"), "{:.0f}") if best else "-"))
+              + " %8s %10s %10s %9s" % (fmt(row["app_vs_null"]), fmt(servers.get("app", {}).get("p99_us"), "{:.0f}"),
+                                        fmt(servers.get(best, {}).get("p99_us"), "{:.0f}") if best else "-",
+                                        fmt(row["app_cpu_per_op_vs_best_peer"])))
 
 def flush_order(w):
     m = re.search(r"(\d+)conn", w)

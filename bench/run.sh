@@ -5,8 +5,10 @@
 #   bench/run.sh                 # everything, default budget (about 10-12 minutes on 2 cores)
 #   ROUNDS=5 RUNTIME=10 bench/run.sh main copy
 #
-# Parts (arguments; default all): start (start-up time and RSS), main (fio workloads), copy
-# (nbdcopy), flush (1/2/4/8 connections with and without flushes), metrics (metrics on vs off).
+# Parts (arguments; default all but profile): start (start-up time and RSS), main (fio
+# workloads), copy (nbdcopy), flush (1/2/4/8 connections with and without flushes), metrics
+# (metrics on vs off), profile (JFR recordings of the app under a few workloads, summarised by
+# bench/jfr_top.py into profile-*.txt).
 #
 # Servers, all on 127.0.0.1 with free ports, started once and kept for the whole run:
 #   app          the sample app jar: export `mem` (memory backend) and `disk` (file backend)
@@ -38,7 +40,7 @@
 
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=${BENCH_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 ROUNDS=${ROUNDS:-3}
 RUNTIME=${RUNTIME:-4}
 RAMP=${RAMP:-1}
@@ -49,6 +51,7 @@ DOCS=${DOCS:-1}
 PY=/usr/bin/python3   # Debian's python3: has python3-libnbd and python3-matplotlib
 PARTS=("$@")
 [ ${#PARTS[@]} -gt 0 ] || PARTS=(start main copy flush metrics)
+if [ "${PARTS[*]}" = profile ]; then DOCS=0; fi
 
 JAR=${JAR:-$(ls "$ROOT"/sample-app/target/sample-app-*.jar 2>/dev/null | grep -v -e sources -e original | head -1 || true)}
 [ -n "$JAR" ] && [ -f "$JAR" ] || { echo "No sample app jar: run 'mvn -B package -DskipTests' first" >&2; exit 1; }
@@ -112,6 +115,7 @@ wait_nbd() { # uri [timeout seconds]
 declare -A URI     # server/export -> nbd URI
 declare -A HTTP    # app instance -> actuator base URL
 declare -A APP_PID
+declare -A SERVER_PID # server -> pid whose CPU time (with reaped children) is the server's
 
 start_app() { # name [extra args...]
 	local name=$1
@@ -125,6 +129,7 @@ start_app() { # name [extra args...]
 		--nbd.exports.disk.path="$WORK/disk.img" ${APP_ARGS:-} "$@") > "$OUT/$name.log" 2>&1 &
 	PIDS+=($!)
 	APP_PID[$name]=$!
+	SERVER_PID[$name]=$!
 	URI[$name/mem]="nbd://127.0.0.1:$port/mem"
 	URI[$name/disk]="nbd://127.0.0.1:$port/disk"
 	URI[$name/big]="nbd://127.0.0.1:$port/big"
@@ -134,16 +139,16 @@ start_app() { # name [extra args...]
 start_peers() {
 	local p
 	p=$(free_port); nbdkit -f -i 127.0.0.1 -p "$p" memory size=1G > "$OUT/nbdkit-mem.log" 2>&1 &
-	PIDS+=($!); URI[nbdkit-mem/mem]="nbd://127.0.0.1:$p/"
+	PIDS+=($!); SERVER_PID[nbdkit-mem]=$!; URI[nbdkit-mem/mem]="nbd://127.0.0.1:$p/"
 	p=$(free_port); nbdkit -f -i 127.0.0.1 -p "$p" null size=1G > "$OUT/nbdkit-null.log" 2>&1 &
-	PIDS+=($!); URI[nbdkit-null/mem]="nbd://127.0.0.1:$p/"; URI[nbdkit-null/disk]=${URI[nbdkit-null/mem]}
+	PIDS+=($!); SERVER_PID[nbdkit-null]=$!; URI[nbdkit-null/mem]="nbd://127.0.0.1:$p/"; URI[nbdkit-null/disk]=${URI[nbdkit-null/mem]}
 	p=$(free_port); nbdkit -f -i 127.0.0.1 -p "$p" file file="$WORK/disk.img" > "$OUT/nbdkit-file.log" 2>&1 &
-	PIDS+=($!); URI[nbdkit-file/disk]="nbd://127.0.0.1:$p/"
+	PIDS+=($!); SERVER_PID[nbdkit-file]=$!; URI[nbdkit-file/disk]="nbd://127.0.0.1:$p/"
 	truncate -s 1G "$SHM/qemu-mem.img" "$SHM/nbdsrv-mem.img"
 	p=$(free_port); qemu-nbd -f raw -t -e 8 -b 127.0.0.1 -p "$p" -x mem "$SHM/qemu-mem.img" > "$OUT/qemu-mem.log" 2>&1 &
-	PIDS+=($!); URI[qemu-mem/mem]="nbd://127.0.0.1:$p/mem"
+	PIDS+=($!); SERVER_PID[qemu-mem]=$!; URI[qemu-mem/mem]="nbd://127.0.0.1:$p/mem"
 	p=$(free_port); qemu-nbd -f raw -t -e 8 -b 127.0.0.1 -p "$p" -x disk "$WORK/disk.img" > "$OUT/qemu-file.log" 2>&1 &
-	PIDS+=($!); URI[qemu-file/disk]="nbd://127.0.0.1:$p/disk"
+	PIDS+=($!); SERVER_PID[qemu-file]=$!; URI[qemu-file/disk]="nbd://127.0.0.1:$p/disk"
 	p=$(free_port)
 	cat > "$WORK/nbd-server.conf" <<EOF
 [generic]
@@ -166,7 +171,9 @@ EOF
 		[ $SECONDS -lt $deadline ] || { echo "nbd-server did not start (see $OUT/nbd-server.log)" >&2; return 1; }
 		sleep 0.1
 	done
-	PIDS+=("$(cat "$WORK/nbd-server.pid")"); URI[nbdsrv-mem/mem]="nbd://127.0.0.1:$p/mem"; URI[nbdsrv-file/disk]="nbd://127.0.0.1:$p/disk"
+	PIDS+=("$(cat "$WORK/nbd-server.pid")")
+	SERVER_PID[nbdsrv-mem]=$(cat "$WORK/nbd-server.pid"); SERVER_PID[nbdsrv-file]=${SERVER_PID[nbdsrv-mem]}
+	URI[nbdsrv-mem/mem]="nbd://127.0.0.1:$p/mem"; URI[nbdsrv-file/disk]="nbd://127.0.0.1:$p/disk"
 }
 
 MEM_SERVERS=(app nbdkit-mem qemu-mem nbdsrv-mem nbdkit-null)
@@ -174,21 +181,31 @@ DISK_SERVERS=(app nbdkit-file qemu-file nbdsrv-file)
 
 shuffled() { printf '%s\n' "$@" | shuf; }
 
-# One fio run; records iops, bandwidth and latency. fio_run set export workload server round file args...
+# CPU time (user+system, including reaped children, e.g. nbd-server's per-connection
+# processes) of a server, in clock ticks.
+cpu_ticks() { awk '{print $14+$15+$16+$17}' "/proc/${SERVER_PID[$1]}/stat" 2>/dev/null || echo 0; }
+
+# One fio run; records iops, bandwidth, latency and the server's CPU time per request.
+# fio_run set export workload server round file args...
 fio_run() {
 	local set=$1 export=$2 workload=$3 server=$4 round=$5 file=$6
 	shift 6
-	local uri=${URI[$server/$export]}
+	local uri=${URI[$server/$export]} cpu0 cpu1
+	cpu0=$(cpu_ticks "$server")
 	if ! fio --name="$workload" --ioengine=nbd --uri="$uri" --time_based --runtime="$RUNTIME" \
 		--ramp_time="$RAMP" --group_reporting --output-format=json --output="$file" "$@" > /dev/null 2>"$file.err"; then
 		log "fio failed: $server $export $workload (see $file.err)"
 		return 0
 	fi
-	$PY - "$file" "set=$set" "export=$export" "workload=$workload" "server=$server" "round=$round" >> "$RECORDS" <<'EOF'
-import json, sys
+	cpu1=$(cpu_ticks "$server")
+	$PY - "$file" "set=$set" "export=$export" "workload=$workload" "server=$server" "round=$round" \
+		"cpu_ticks=$((cpu1 - cpu0))" "runtime=$RUNTIME" "ramp=$RAMP" >> "$RECORDS" <<'EOF'
+import json, os, sys
 job = json.load(open(sys.argv[1]))["jobs"][0]
 rec = dict(kv.split("=", 1) for kv in sys.argv[2:])
 rec["round"] = int(rec["round"])
+ticks = int(rec.pop("cpu_ticks"))
+runtime, ramp = float(rec.pop("runtime")), float(rec.pop("ramp"))
 iops = bw = 0.0
 p99 = mean = 0.0
 for d in ("read", "write"):
@@ -199,7 +216,11 @@ for d in ("read", "write"):
         p99 = max(p99, s["clat_ns"].get("percentile", {}).get("99.000000", 0) / 1000)
         mean = max(mean, s["clat_ns"]["mean"] / 1000)
 sync = job.get("sync", {})
-rec.update(iops=iops, bw_bytes=bw, p99_us=p99, mean_us=mean, syncs=sync.get("total_ios", 0))
+ios = job["read"]["total_ios"] + job["write"]["total_ios"]
+# The server's CPU also covers fio's ramp time: count its requests at the measured rate.
+total = ios * (runtime + ramp) / runtime
+rec.update(iops=iops, bw_bytes=bw, p99_us=p99, mean_us=mean, syncs=sync.get("total_ios", 0),
+           cpu_us_per_op=ticks / os.sysconf("SC_CLK_TCK") * 1e6 / total if total else None)
 print(json.dumps(rec))
 EOF
 }
@@ -424,6 +445,29 @@ if has_part metrics; then
 				fio_run metrics mem "$w" "$s" "$round" "$OUT/raw/metrics-$w-$s-$round.json" ${FIO_ARGS[$w]}
 			done
 		done
+	done
+fi
+
+if has_part profile; then
+	log "profile: JFR recordings per workload"
+	start_app app-prof
+	wait_nbd "${URI[app-prof/mem]}" 120
+	nbdcopy "$SHM/src.img" "${URI[app-prof/mem]}"
+	nbdcopy "$SHM/src.img" "${URI[app-prof/disk]}"
+	pid=${APP_PID[app-prof]}
+	for spec in "mem randread-4k-qd32" "mem randwrite-4k-qd32" "mem read-1m-qd8" "mem write-1m-qd8" \
+		"disk randread-4k-qd1" "disk randwrite-4k-qd1"; do
+		read -r export w <<< "$spec"
+		# shellcheck disable=SC2086
+		fio --name=warm --ioengine=nbd --uri="${URI[app-prof/$export]}" --time_based --runtime=2 ${FIO_ARGS[$w]} \
+			> /dev/null 2>&1 || true
+		jcmd "$pid" JFR.start name="$w" settings=profile filename="$OUT/profile-$export-$w.jfr" > /dev/null
+		# shellcheck disable=SC2086
+		fio --name=prof --ioengine=nbd --uri="${URI[app-prof/$export]}" --time_based --runtime="$((RUNTIME * 2))" \
+			${FIO_ARGS[$w]} > /dev/null 2>&1 || true
+		jcmd "$pid" JFR.stop name="$w" > /dev/null
+		$PY "$ROOT/bench/jfr_top.py" "$OUT/profile-$export-$w.jfr" nbd- 15 > "$OUT/profile-$export-$w.txt" 2>&1 || true
+		log "profile $export $w: $(head -1 "$OUT/profile-$export-$w.txt")"
 	done
 fi
 
