@@ -183,6 +183,44 @@ for server, s in summary["start"].items():
           "memory export (+%d MiB)" % (server, s["first_request_s"], s["rss_before"] >> 20, s["rss_after"] >> 20,
                                        (s["rss_after"] - s["rss_before"]) >> 20))
 
+# The same tables as Markdown, for docs/BENCHMARKS.md.
+md = []
+for export, rows in summary["main"].items():
+    peers = PEERS[export]
+    md.append("\n**export `%s`** (throughput ratios, median of %s rounds; >1 = app faster)\n" % (export, machine["rounds"]))
+    md.append("| workload | best peer | app / best peer | " + " | ".join("app / %s" % p for p in peers)
+              + " | app / null | p99 app / best peer | CPU per request app / best peer |")
+    md.append("|---" * (6 + len(peers)) + "|")
+    for workload, row in rows.items():
+        servers = row["servers"]
+        best = row["best_peer"]
+        md.append("| %s | %s | **%s** | %s | %s | %s | %s |" % (
+            workload, best or "-", fmt(row["app_vs_best_peer"]),
+            " | ".join(fmt(row["app_vs_peer"].get(p)) for p in peers), fmt(row["app_vs_null"]),
+            fmt(ratio(servers.get("app", {}).get("p99_us"), servers.get(best, {}).get("p99_us"))) if best else "-",
+            fmt(row["app_cpu_per_op_vs_best_peer"])))
+if flush:
+    md.append("\n**connections and flushes** (random 4 KiB writes, 8 in flight per connection; nbdcopy of 1 GiB)\n")
+    md.append("| export | workload | app / peer | flush requests | backend syncs |")
+    md.append("|---|---|---|---|---|")
+    for export, rows in sorted(flush.items()):
+        for workload, row in sorted(rows.items(), key=lambda kv: flush_order(kv[0])):
+            servers = row["servers"]
+            app = servers.get("app", {}).get("bw_bytes")
+            peer_name = next((p for p in servers if p != "app"), None)
+            peer = servers[peer_name]["bw_bytes"] if peer_name else None
+            req = median(row["flush_requests"]) if "flush_requests" in row else "-"
+            syn = median(row["backend_syncs"]) if "backend_syncs" in row else "-"
+            md.append("| %s | %s | %s (%s) | %s | %s |" % (export, workload, fmt(ratio(app, peer)), peer_name, req, syn))
+if summary["metrics"]:
+    md.append("\n**metrics on / off** (%s)\n" % summary["metrics_note"])
+    md.append("| workload | throughput on / off |")
+    md.append("|---|---|")
+    for workload, row in summary["metrics"].items():
+        md.append("| %s | %s |" % (workload, fmt(row["on_vs_off"])))
+with open(os.path.join(out_dir, "tables.md"), "w") as f:
+    f.write("\n".join(md) + "\n")
+
 if os.environ.get("DOCS") != "1":
     sys.exit()
 os.makedirs(docs_dir, exist_ok=True)

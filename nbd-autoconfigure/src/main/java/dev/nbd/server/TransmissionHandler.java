@@ -254,7 +254,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			execute(r, cost, startNanos);
 			return;
 		}
+		// Large reads under TLS cannot use sendfile: they take the worker path like other backends.
 		if (r.type() == NbdProtocol.CMD_READ && this.readThroughFile != null
+				&& (r.length() < SENDFILE_MIN || !this.connection.tls())
 				&& !(this.structured && !r.hasFlag(NbdProtocol.CMD_FLAG_DF) && this.view.canExtents())) {
 			readFromFile(r, cost, startNanos);
 			return;
@@ -341,15 +343,15 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	/**
 	 * A READ served from the backend's file on this thread, with no worker hand-off: small
-	 * reads with one pread into the reply buffer (header and data together), large ones without
-	 * TLS by sendfile, so the data never passes through the JVM.
+	 * reads with one pread into the reply buffer (header and data together), large ones (TLS
+	 * off) by sendfile, so the data never passes through the JVM.
 	 */
 	private void readFromFile(ProtocolMessage.Request r, long cost, long startNanos) {
 		int length = (int) r.length();
 		long offset = r.offset();
 		r.release();
 		int headerLength = this.structured ? 28 : 16;
-		boolean sendfile = length >= SENDFILE_MIN && !this.connection.tls();
+		boolean sendfile = length >= SENDFILE_MIN;
 		ByteBuf reply = this.ctx.alloc().directBuffer(headerLength + (sendfile ? 0 : length));
 		if (this.structured) {
 			NbdEncoder.writeChunkHeader(reply, NbdProtocol.REPLY_FLAG_DONE, NbdProtocol.REPLY_TYPE_OFFSET_DATA,
@@ -487,14 +489,11 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		ByteBufAllocator alloc = this.ctx.alloc();
 		int length = (int) r.length();
 		if (!this.structured) {
-			ByteBuf header = alloc.directBuffer(16);
-			NbdEncoder.writeSimpleReply(header, r.cookie(), 0);
-			return List.of(header, readData(alloc, r.offset(), length));
+			return dataReply(alloc, r.cookie(), false, true, r.offset(), length);
 		}
 		boolean df = r.hasFlag(NbdProtocol.CMD_FLAG_DF);
 		if (df || !this.view.canExtents()) {
-			return List.of(NbdEncoder.dataChunkHeader(alloc, r.cookie(), true, r.offset(), length),
-					readData(alloc, r.offset(), length));
+			return dataReply(alloc, r.cookie(), true, true, r.offset(), length);
 		}
 		// Holes go out as OFFSET_HOLE chunks: no zero bytes on the wire.
 		List<long[]> extents = new ArrayList<>();
@@ -517,15 +516,13 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 					out.add(NbdEncoder.holeChunk(alloc, r.cookie(), last, pos, (int) len));
 				}
 				else {
-					out.add(NbdEncoder.dataChunkHeader(alloc, r.cookie(), last, pos, (int) len));
-					out.add(readData(alloc, pos, (int) len));
+					out.addAll(dataReply(alloc, r.cookie(), true, last, pos, (int) len));
 				}
 				pos += len;
 			}
 			if (pos < end) {
 				// The backend reported less than asked: read the rest as data.
-				out.add(NbdEncoder.dataChunkHeader(alloc, r.cookie(), true, pos, (int) (end - pos)));
-				out.add(readData(alloc, pos, (int) (end - pos)));
+				out.addAll(dataReply(alloc, r.cookie(), true, true, pos, (int) (end - pos)));
 			}
 		}
 		catch (Exception | Error ex) {
@@ -533,6 +530,44 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			throw ex;
 		}
 		return out;
+	}
+
+	/**
+	 * A simple reply or OFFSET_DATA chunk with its data. Small ones are one buffer (one
+	 * allocation, one iovec); large ones keep the data in a buffer of exactly its size, which the
+	 * pooled allocator serves up to 1 MiB, where header plus data would not be pooled.
+	 */
+	private List<ByteBuf> dataReply(ByteBufAllocator alloc, long cookie, boolean chunk, boolean last, long offset,
+			int length) throws Exception {
+		int headerLength = chunk ? 28 : 16;
+		boolean together = length < SENDFILE_MIN;
+		ByteBuf header = alloc.directBuffer(headerLength + (together ? length : 0));
+		if (chunk) {
+			NbdEncoder.writeChunkHeader(header, last ? NbdProtocol.REPLY_FLAG_DONE : 0,
+					NbdProtocol.REPLY_TYPE_OFFSET_DATA, cookie, 8 + length);
+			header.writeLong(offset);
+		}
+		else {
+			NbdEncoder.writeSimpleReply(header, cookie, 0);
+		}
+		if (!together) {
+			try {
+				return List.of(header, readData(alloc, offset, length));
+			}
+			catch (Exception | Error ex) {
+				header.release();
+				throw ex;
+			}
+		}
+		try {
+			this.view.read(offset, header.internalNioBuffer(headerLength, length));
+			header.writerIndex(headerLength + length);
+			return List.of(header);
+		}
+		catch (Exception | Error ex) {
+			header.release();
+			throw ex;
+		}
 	}
 
 	private ByteBuf readData(ByteBufAllocator alloc, long offset, int length) throws Exception {

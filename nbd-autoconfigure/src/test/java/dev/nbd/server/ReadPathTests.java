@@ -1,5 +1,6 @@
 package dev.nbd.server;
 
+import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -11,18 +12,21 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
+import dev.nbd.backend.ExportBackend;
 import dev.nbd.backend.FileBackend;
+import dev.nbd.backend.MemoryBackend;
 import dev.nbd.testsupport.ExternalTool;
 import dev.nbd.testsupport.Processes;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
 /**
- * READs of a file export are served from the file on the network thread (pread for small
- * reads, sendfile for large ones): what a real client reads must be the file's bytes, with
- * simple and structured replies, at sizes on both sides of the sendfile threshold.
+ * What a real client reads is what was stored, on every READ path: a file export served from
+ * the file on the network thread (pread for small reads, sendfile for large ones), and the
+ * memory export (header and data in one buffer when small, data chunks and hole chunks), with
+ * simple and structured replies, at sizes on both sides of the thresholds, many in flight.
  */
-class FileReadPathTests {
+class ReadPathTests {
 
 	@TempDir
 	Path dir;
@@ -42,15 +46,41 @@ class FileReadPathTests {
 	}
 
 	@Test
-	void readsReturnTheFileBytesWithSimpleAndStructuredReplies() throws Exception {
-		Path nbdsh = ExternalTool.require("nbdsh");
+	void fileExportReadsReturnTheFileBytes() throws Exception {
 		Path file = this.dir.resolve("disk.img");
-		byte[] content = new byte[4 << 20];
-		new Random(3).nextBytes(content);
+		Files.write(file, content());
+		this.backend = new FileBackend("disk", file, 4 << 20, null, false);
+		assertReadsMatch(this.backend, file);
+	}
+
+	@Test
+	void memoryExportReadsReturnWhatWasWrittenWithHolesAsZeroes() throws Exception {
+		Path file = this.dir.resolve("expected.img");
+		byte[] content = content();
 		Files.write(file, content);
-		this.backend = new FileBackend("disk", file, content.length, null, false);
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(this.backend), Map.of(),
-				Map.of(), null);
+		MemoryBackend memory = new MemoryBackend("disk", content.length);
+		// Zero pages are not stored: the export has holes wherever content() left zeroes.
+		memory.write(0, ByteBuffer.wrap(content), false);
+		assertReadsMatch(memory, file);
+	}
+
+	/** 4 MiB of random bytes with zeroed runs (holes for the memory export), some page-aligned. */
+	private static byte[] content() {
+		Random random = new Random(3);
+		byte[] content = new byte[4 << 20];
+		random.nextBytes(content);
+		for (int i = 0; i < 64; i++) {
+			int length = (1 + random.nextInt(64)) * 4096;
+			int start = random.nextInt(content.length - length) & ~((i % 2 == 0) ? 4095 : 0);
+			java.util.Arrays.fill(content, start, start + length, (byte) 0);
+		}
+		return content;
+	}
+
+	private void assertReadsMatch(ExportBackend backend, Path expected) throws Exception {
+		Path nbdsh = ExternalTool.require("nbdsh");
+		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(backend), Map.of(), Map.of(),
+				null);
 		this.server.start();
 		String script = """
 				import random
@@ -74,7 +104,7 @@ class FileReadPathTests {
 				        assert b.to_bytearray() == data[off:off + len(b.to_bytearray())]
 				    h.shutdown()
 				print("OK")
-				""".formatted("'" + file + "'", this.server.port());
+				""".formatted("'" + expected + "'", this.server.port());
 		Processes.Result result = Processes.run(Duration.ofSeconds(60), nbdsh.toString(), "-c", script)
 			.assertSuccess();
 		assertThat(result.stdout()).contains("OK");
