@@ -2,7 +2,7 @@
 # NBD benchmark: the sample app side by side with the NBD servers from Debian packages.
 #
 # Usage (after `mvn -B package -DskipTests` at the repository root):
-#   bench/run.sh                 # everything, default budget (about 10-12 minutes on 2 cores)
+#   bench/run.sh                 # everything but profile, default budget (about 13 minutes on 2 cores)
 #   ROUNDS=5 RUNTIME=10 bench/run.sh main copy
 #
 # Parts (arguments; default all but profile): start (start-up time and RSS), main (fio
@@ -27,7 +27,9 @@
 # servers alike. Reported figures are medians over rounds.
 #
 # Environment:
-#   ROUNDS (3)  RUNTIME (4, seconds per fio run)  RAMP (1, fio ramp seconds)
+#   ROUNDS (3)  RUNTIME (2, seconds per fio run)  RAMP (0, fio ramp seconds; the images are
+#   filled and every server warmed up before the first round)
+#   COPY_DIRS ("write": nbdcopy into the server; add "read" for server -> null:)
 #   FLUSH_ROUNDS (1)  FSYNC_EVERY (32 writes per flush for the "with flushes" runs)
 #   JAR (sample-app/target/sample-app-*.jar)  BENCH_TMPDIR (/var/tmp)  RESULTS (bench/results)
 #   APP_JAVA_OPTS (extra JVM options, e.g. a JFR recording)  APP_ARGS (extra app arguments)
@@ -42,8 +44,9 @@ set -euo pipefail
 
 ROOT=${BENCH_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 ROUNDS=${ROUNDS:-3}
-RUNTIME=${RUNTIME:-4}
-RAMP=${RAMP:-1}
+RUNTIME=${RUNTIME:-2}
+RAMP=${RAMP:-0}
+COPY_DIRS=${COPY_DIRS:-write}
 FLUSH_ROUNDS=${FLUSH_ROUNDS:-1}
 FSYNC_EVERY=${FSYNC_EVERY:-32}
 BENCH_TMPDIR=${BENCH_TMPDIR:-/var/tmp}
@@ -55,6 +58,11 @@ if [ "${PARTS[*]}" = profile ]; then DOCS=0; fi
 
 JAR=${JAR:-$(ls "$ROOT"/sample-app/target/sample-app-*.jar 2>/dev/null | grep -v -e sources -e original | head -1 || true)}
 [ -n "$JAR" ] && [ -f "$JAR" ] || { echo "No sample app jar: run 'mvn -B package -DskipTests' first" >&2; exit 1; }
+# spring-boot:repackage keeps an old jar when only a library module changed: say so.
+newest_lib=$(ls -t "$ROOT"/nbd-autoconfigure/target/nbd-autoconfigure-*.jar 2>/dev/null | grep -v tests | head -1 || true)
+if [ -n "$newest_lib" ] && [ "$newest_lib" -nt "$JAR" ]; then
+	echo "warning: $JAR is older than $newest_lib; delete it and run mvn package again to benchmark current code" >&2
+fi
 for tool in java fio nbdkit qemu-nbd nbd-server nbdcopy nbdinfo curl; do
 	command -v "$tool" >/dev/null || { echo "missing $tool (see the Debian packages listed in bench/run.sh)" >&2; exit 1; }
 done
@@ -377,7 +385,7 @@ if has_part copy; then
 		for export in mem disk; do
 			if [ $export = mem ]; then servers=("${MEM_SERVERS[@]}"); else servers=("${DISK_SERVERS[@]}"); fi
 			for conns in 1 4; do
-				for dir in write read; do
+				for dir in $COPY_DIRS; do
 					for s in $(shuffled "${servers[@]}"); do
 						copy_run copy $export "nbdcopy-$dir-${conns}conn" "$s" "$round" $dir $conns
 					done

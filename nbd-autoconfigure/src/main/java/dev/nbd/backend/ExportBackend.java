@@ -118,13 +118,15 @@ public interface ExportBackend {
 
 	/**
 	 * A file holding the export's bytes at the same offsets, or null (the default). When set,
-	 * the server answers READ without calling {@link #read}: on its network thread, small reads
-	 * with one {@code pread} and large ones (TLS off) with {@code sendfile}, so the data takes
-	 * no worker hand-off and, for large reads, no copy through the JVM. A read that misses the
-	 * page cache then holds that network thread for the disk's latency; backends on slow
-	 * storage should return null. The file must be at least {@link #size()} bytes.
+	 * the server treats reads and plain writes as cheap (page cache) and runs them on its
+	 * network thread instead of handing them to a worker: READ straight from this file (small
+	 * ones with one {@code pread}, large ones with {@code sendfile} when TLS is off, never
+	 * calling {@link #read}), WRITE through {@link #write}. Flushes, FUA writes and zeroing still
+	 * go to workers. The cost: an I/O that misses the page cache, or a write throttled by the
+	 * kernel's dirty-page limits, holds that network thread and the connections it serves, so
+	 * backends on slow storage should return null. The file must be at least {@link #size()} long.
 	 */
-	default FileChannel readThroughFile() {
+	default FileChannel servedFile() {
 		return null;
 	}
 

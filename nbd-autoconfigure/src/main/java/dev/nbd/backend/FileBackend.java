@@ -113,9 +113,9 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 		return true;
 	}
 
-	/** This file: the server reads it directly (pread or sendfile on its network threads). */
+	/** This file: reads and plain writes run on the server's network threads (see the interface). */
 	@Override
-	public FileChannel readThroughFile() {
+	public FileChannel servedFile() {
 		return this.channel;
 	}
 

@@ -73,8 +73,8 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	private final int maxPayload;
 
-	/** The backend's file when READ is served from it directly, else null. */
-	private final FileChannel readThroughFile;
+	/** The backend's file when reads and plain writes run on this thread, else null. */
+	private final FileChannel servedFile;
 
 	private final ArrayDeque<ProtocolMessage.Request> queue = new ArrayDeque<>();
 
@@ -104,7 +104,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		this.maxInFlight = server.config().maxInFlight();
 		this.maxInFlightBytes = server.config().maxInFlightBytes();
 		this.maxPayload = server.config().maxPayload();
-		this.readThroughFile = view.readThroughFile();
+		this.servedFile = view.servedFile();
 	}
 
 	@Override
@@ -255,10 +255,15 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			return;
 		}
 		// Large reads under TLS cannot use sendfile: they take the worker path like other backends.
-		if (r.type() == NbdProtocol.CMD_READ && this.readThroughFile != null
+		if (r.type() == NbdProtocol.CMD_READ && this.servedFile != null
 				&& (r.length() < SENDFILE_MIN || !this.connection.tls())
 				&& !(this.structured && !r.hasFlag(NbdProtocol.CMD_FLAG_DF) && this.view.canExtents())) {
 			readFromFile(r, cost, startNanos);
+			return;
+		}
+		if (r.type() == NbdProtocol.CMD_WRITE && this.servedFile != null && !r.hasFlag(NbdProtocol.CMD_FLAG_FUA)) {
+			// A page-cache write: cheaper than two thread hand-offs.
+			execute(r, cost, startNanos);
 			return;
 		}
 		try {
@@ -363,7 +368,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		}
 		if (sendfile) {
 			// Retained once more: Netty releases a region once sent, which would close the shared file.
-			done(r, cost, startNanos, List.of(reply, new DefaultFileRegion(this.readThroughFile, offset, length).retain()),
+			done(r, cost, startNanos, List.of(reply, new DefaultFileRegion(this.servedFile, offset, length).retain()),
 					null, length);
 			return;
 		}
@@ -371,7 +376,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			ByteBuffer dst = reply.internalNioBuffer(headerLength, length);
 			long position = offset;
 			while (dst.hasRemaining()) {
-				int n = this.readThroughFile.read(dst, position);
+				int n = this.servedFile.read(dst, position);
 				if (n < 0) {
 					throw new EOFException("file shorter than the export");
 				}
