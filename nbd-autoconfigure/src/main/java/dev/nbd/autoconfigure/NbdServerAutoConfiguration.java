@@ -1,6 +1,5 @@
 package dev.nbd.autoconfigure;
 
-import java.net.InetAddress;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -92,9 +91,6 @@ public final class NbdServerAutoConfiguration {
 			builder.tls(new TlsSettings(new SslBundleTlsContext(bundles, bundle, properties.getSsl().getClientAuth()),
 					properties.getSsl().getMode() == NbdServerProperties.Mode.REQUIRED));
 		}
-		else {
-			warnIfExposed(properties.getAddress());
-		}
 		customizers.orderedStream().forEach(c -> c.customize(builder));
 		List<NbdServerListener> all = listeners.orderedStream().toList();
 		return new NbdServer(builder.build(), backends, modes, allowLists, new CompositeListener(all));
@@ -115,19 +111,6 @@ public final class NbdServerAutoConfiguration {
 			throw new IllegalStateException(property + " must be between 4KB and 2GB, was " + bytes + " bytes");
 		}
 		return (int) bytes;
-	}
-
-	private static void warnIfExposed(String address) {
-		try {
-			InetAddress a = InetAddress.getByName(address);
-			if (!a.isLoopbackAddress()) {
-				logger.warn("NBD server binds {} without TLS: anyone who can reach it can read and overwrite the "
-						+ "exports. Set nbd.server.ssl.bundle, or restrict nbd.server.allowed-addresses.", address);
-			}
-		}
-		catch (java.net.UnknownHostException ex) {
-			// Reported when binding.
-		}
 	}
 
 	/** Fans server events out to every listener bean. */

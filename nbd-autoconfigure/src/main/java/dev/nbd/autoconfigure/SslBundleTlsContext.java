@@ -37,8 +37,15 @@ class SslBundleTlsContext implements Supplier<SslContext> {
 		};
 		this.context = build(bundles.getBundle(bundleName));
 		bundles.addBundleUpdateHandler(bundleName, (bundle) -> {
-			this.context = build(bundle);
-			logger.info("SSL bundle '{}' reloaded: new NBD connections use the new certificates", bundleName);
+			try {
+				this.context = build(bundle);
+				logger.info("SSL bundle '{}' reloaded: new NBD connections use the new certificates", bundleName);
+			}
+			catch (RuntimeException ex) {
+				// A half-written rotation must not take TLS down: keep serving the last good context.
+				logger.error("SSL bundle '{}' changed but cannot be used; NBD keeps the previous certificates",
+						bundleName, ex);
+			}
 		});
 	}
 

@@ -28,13 +28,28 @@ public class HandshakeDecoder extends ByteToMessageDecoder {
 
 	private long toSkip;
 
+	private boolean paused;
+
 	public HandshakeDecoder(int maxOptionLength) {
 		this.maxOptionLength = maxOptionLength;
 	}
 
+	/**
+	 * Stops (or resumes) decoding: bytes already received stay buffered. The handler pauses
+	 * while its replies are not being read, so options sent in one burst cannot make the
+	 * server buffer their replies without bound.
+	 */
+	public void pause(boolean paused) {
+		this.paused = paused;
+	}
+
+	public boolean isPaused() {
+		return this.paused;
+	}
+
 	@Override
 	protected void decode(ChannelHandlerContext ctx, ByteBuf in, List<Object> out) {
-		while (true) {
+		while (!this.paused) {
 			switch (this.state) {
 				case CLIENT_FLAGS -> {
 					if (in.readableBytes() < 4) {
@@ -91,6 +106,11 @@ public class HandshakeDecoder extends ByteToMessageDecoder {
 				}
 			}
 		}
+	}
+
+	/** Bytes received and not decoded yet. */
+	public int bufferedBytes() {
+		return actualReadableBytes();
 	}
 
 	private void fail(ByteBuf in, List<Object> out, String reason) {

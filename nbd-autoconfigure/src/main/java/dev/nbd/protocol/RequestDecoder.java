@@ -45,6 +45,11 @@ public class RequestDecoder extends ByteToMessageDecoder {
 		this.maxPayload = maxPayload;
 	}
 
+	/** Bytes received and not decoded yet. */
+	public int bufferedBytes() {
+		return actualReadableBytes();
+	}
+
 	@Override
 	protected void decode(ChannelHandlerContext ctx, ByteBuf in, List<Object> out) {
 		while (true) {

@@ -34,6 +34,14 @@ public final class Export {
 
 	private final LongAdder bytesWritten = new LongAdder();
 
+	/** Flush counts of closed connections' own coordinators (AUTO with an unsafe backend). */
+	private final LongAdder closedFlushRequests = new LongAdder();
+
+	private final LongAdder closedFlushSyncs = new LongAdder();
+
+	/** SINGLE: the connection holding the export, from negotiation until it closes. */
+	private NbdConnection holder;
+
 	public Export(ExportBackend backend, MultiConnMode multiConnMode, List<Cidr> allowedAddresses,
 			Executor syncExecutor) {
 		this.backend = backend;
@@ -67,9 +75,41 @@ public final class Export {
 		return this.allowedAddresses;
 	}
 
-	/** Whether {@code NBD_FLAG_CAN_MULTI_CONN} is advertised (and honoured). */
+	/**
+	 * Whether {@code NBD_FLAG_CAN_MULTI_CONN} is advertised (and honoured). Never with SINGLE:
+	 * clients that see the flag open more connections, which would then be refused.
+	 */
 	public boolean multiConn() {
-		return this.backend.isMultiConnSafe() || this.multiConnMode == MultiConnMode.EMULATE;
+		return switch (this.multiConnMode) {
+			case SINGLE -> false;
+			case EMULATE -> true;
+			case AUTO -> this.backend.isMultiConnSafe();
+		};
+	}
+
+	/**
+	 * Takes the export for {@code connection} before it is told the export is ready. With
+	 * SINGLE this fails while another connection holds it (checked and taken atomically, so
+	 * two clients negotiating at once cannot both win); the hold ends when the channel closes.
+	 */
+	boolean claim(NbdConnection connection) {
+		if (this.multiConnMode != MultiConnMode.SINGLE) {
+			return true;
+		}
+		synchronized (this) {
+			if (this.holder != null && this.holder != connection) {
+				return false;
+			}
+			this.holder = connection;
+		}
+		connection.channel().closeFuture().addListener(f -> {
+			synchronized (this) {
+				if (this.holder == connection) {
+					this.holder = null;
+				}
+			}
+		});
+		return true;
 	}
 
 	/** Whether FUA is done by the backend itself (otherwise write, then flush). */
@@ -140,13 +180,14 @@ public final class Export {
 	/** Client FLUSH requests (and FUA writes answered through a flush) served by backend syncs. */
 	public long flushRequests() {
 		return (this.sharedFlush != null) ? this.sharedFlush.requests()
-				: this.connections.stream().mapToLong(NbdConnection::flushRequests).sum();
+				: this.closedFlushRequests.sum()
+						+ this.connections.stream().mapToLong(NbdConnection::flushRequests).sum();
 	}
 
 	/** Backend syncs performed; fewer than flush requests when group commit shares them. */
 	public long backendSyncs() {
 		return (this.sharedFlush != null) ? this.sharedFlush.syncs()
-				: this.connections.stream().mapToLong(NbdConnection::flushSyncs).sum();
+				: this.closedFlushSyncs.sum() + this.connections.stream().mapToLong(NbdConnection::flushSyncs).sum();
 	}
 
 	public long bytesRead() {
@@ -155,6 +196,14 @@ public final class Export {
 
 	public long bytesWritten() {
 		return this.bytesWritten.sum();
+	}
+
+	/** A connection has gone: keep its flush counts in the export's totals. */
+	void connectionClosed(NbdConnection connection) {
+		if (this.connections.remove(connection)) {
+			this.closedFlushRequests.add(connection.flushRequests());
+			this.closedFlushSyncs.add(connection.flushSyncs());
+		}
 	}
 
 	void addBytesRead(long n) {

@@ -2,6 +2,7 @@ package dev.nbd.server;
 
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.atomic.LongAdder;
 
 /**
@@ -72,31 +73,44 @@ public final class FlushCoordinator {
 	}
 
 	private void start(CompletableFuture<Void> current) {
-		this.executor.execute(() -> {
-			Throwable failure = null;
-			try {
-				this.syncs.increment();
-				this.sync.sync();
-			}
-			catch (Throwable ex) {
-				failure = ex;
-			}
-			CompletableFuture<Void> following;
-			synchronized (this) {
-				following = this.next;
-				this.next = null;
-				this.running = following;
-			}
-			if (following != null) {
-				start(following);
-			}
-			if (failure != null) {
-				current.completeExceptionally(failure);
-			}
-			else {
-				current.complete(null);
-			}
-		});
+		try {
+			this.executor.execute(() -> run(current));
+		}
+		catch (RejectedExecutionException ex) {
+			// Executor gone (server stopped): fail this round rather than leave it pending forever.
+			finish(current, ex);
+		}
+	}
+
+	private void run(CompletableFuture<Void> current) {
+		Throwable failure = null;
+		try {
+			this.syncs.increment();
+			this.sync.sync();
+		}
+		catch (Throwable ex) {
+			failure = ex;
+		}
+		finish(current, failure);
+	}
+
+	/** Hands over to the flushes that arrived during this sync, then answers this one's. */
+	private void finish(CompletableFuture<Void> current, Throwable failure) {
+		CompletableFuture<Void> following;
+		synchronized (this) {
+			following = this.next;
+			this.next = null;
+			this.running = following;
+		}
+		if (following != null) {
+			start(following);
+		}
+		if (failure != null) {
+			current.completeExceptionally(failure);
+		}
+		else {
+			current.complete(null);
+		}
 	}
 
 }

@@ -12,6 +12,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import dev.nbd.backend.ExportBackend;
+import dev.nbd.protocol.HandshakeDecoder;
 import dev.nbd.protocol.NbdEncoder;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.protocol.OptionData;
@@ -20,6 +21,7 @@ import dev.nbd.protocol.ProtocolMessage;
 import dev.nbd.protocol.RequestDecoder;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufAllocator;
+import io.netty.buffer.Unpooled;
 import io.netty.channel.ChannelFutureListener;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
@@ -47,6 +49,8 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 
 	private boolean tlsActive;
 
+	private boolean tlsRefusalCounted;
+
 	private boolean structuredReplies;
 
 	/** Export named in the last SET_META_CONTEXT that selected base:allocation, or null. */
@@ -65,6 +69,7 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		if (ms > 0) {
 			this.timeout = ctx.executor().schedule(() -> {
 				if (!this.done && ctx.channel().isActive()) {
+					this.done = true;
 					this.server.refused("handshake_timeout", "Dropped " + this.connection
 							+ ": negotiation not finished within nbd.server.handshake-timeout");
 					ctx.close();
@@ -129,6 +134,26 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		}
 		int opt = o.option();
 		ByteBufAllocator alloc = ctx.alloc();
+		// FORCEDTLS comes first: before TLS, every option but STARTTLS and ABORT is refused,
+		// whatever its size or content.
+		TlsSettings tls = this.server.config().tls();
+		if (tls != null && tls.required() && !this.tlsActive && opt != NbdProtocol.OPT_STARTTLS
+				&& opt != NbdProtocol.OPT_ABORT) {
+			if (opt == NbdProtocol.OPT_EXPORT_NAME) {
+				this.done = true;
+				this.server.refused("tls_required", "Dropped " + this.connection + ": EXPORT_NAME without TLS");
+				ctx.close();
+				return;
+			}
+			if (!this.tlsRefusalCounted) {
+				// Counted once per connection: clients usually retry a few options before giving up.
+				this.tlsRefusalCounted = true;
+				this.server.refused("tls_required", "Refused " + NbdProtocol.optionName(opt) + " from "
+						+ this.connection + ": TLS is required (nbd.server.ssl.mode=required)");
+			}
+			reply(ctx, NbdEncoder.optionError(alloc, opt, NbdProtocol.REP_ERR_TLS_REQD, "TLS is required"));
+			return;
+		}
 		if (o.oversized()) {
 			if (opt == NbdProtocol.OPT_EXPORT_NAME) {
 				protocolError(ctx, "EXPORT_NAME of " + o.length() + " bytes");
@@ -136,17 +161,6 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 			}
 			reply(ctx, NbdEncoder.optionError(alloc, opt, NbdProtocol.REP_ERR_TOO_BIG,
 					"option data of " + o.length() + " bytes exceeds the server's limit"));
-			return;
-		}
-		TlsSettings tls = this.server.config().tls();
-		if (tls != null && tls.required() && !this.tlsActive && opt != NbdProtocol.OPT_STARTTLS
-				&& opt != NbdProtocol.OPT_ABORT) {
-			if (opt == NbdProtocol.OPT_EXPORT_NAME) {
-				this.server.refused("tls_required", "Dropped " + this.connection + ": EXPORT_NAME without TLS");
-				ctx.close();
-				return;
-			}
-			reply(ctx, NbdEncoder.optionError(alloc, opt, NbdProtocol.REP_ERR_TLS_REQD, "TLS is required"));
 			return;
 		}
 		ByteBuf data = o.data();
@@ -234,6 +248,13 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 			invalid(ctx, opt, "STARTTLS takes no data");
 			return;
 		}
+		if (decoder(ctx).bufferedBytes() > 0) {
+			// The client must wait for the ACK. Bytes it sent before are plaintext that would
+			// otherwise be read as if they had come through TLS (a man in the middle could inject
+			// options that way).
+			protocolError(ctx, "data sent after STARTTLS before its reply");
+			return;
+		}
 		SslHandler ssl;
 		try {
 			ssl = tls.context().get().newHandler(ctx.alloc());
@@ -255,7 +276,9 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 			if (f.isSuccess()) {
 				this.connection.tls(peerSubject(ssl));
 			}
-			else {
+			else if (!this.done) {
+				// (Not when the connection was already dropped for another reason, counted then.)
+				this.done = true;
 				this.server.refused("tls_handshake", "TLS handshake with " + this.connection + " failed: "
 						+ f.cause().getMessage());
 				ctx.close();
@@ -293,6 +316,8 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		}
 		String refusal = refusal(export, request.exportName(), opt == NbdProtocol.OPT_GO);
 		if (refusal != null) {
+			this.server.refused("export_refused", "Refused " + NbdProtocol.optionName(opt) + " from " + this.connection
+					+ ": " + refusal);
 			int type = this.server.isDraining() ? NbdProtocol.REP_ERR_SHUTDOWN : NbdProtocol.REP_ERR_POLICY;
 			reply(ctx, NbdEncoder.optionError(ctx.alloc(), opt, type, refusal));
 			return;
@@ -376,7 +401,7 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		if (!allowed(export)) {
 			return "client address not allowed for export '" + export.name() + "'";
 		}
-		if (attaching && export.multiConnMode() == MultiConnMode.SINGLE && !export.connections().isEmpty()) {
+		if (attaching && !export.claim(this.connection)) {
 			return "export '" + export.name() + "' accepts one connection at a time";
 		}
 		return null;
@@ -425,6 +450,28 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 
 	private void reply(ChannelHandlerContext ctx, ByteBuf buf) {
 		ctx.writeAndFlush(buf);
+		if (!ctx.channel().isWritable() && !this.done) {
+			// A client that sends options without reading the replies: stop reading and
+			// decoding until they drain, rather than buffer replies without bound.
+			ctx.channel().config().setAutoRead(false);
+			decoder(ctx).pause(true);
+		}
+	}
+
+	@Override
+	public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+		if (!this.done && ctx.channel().isWritable() && decoder(ctx).isPaused()) {
+			decoder(ctx).pause(false);
+			ctx.channel().config().setAutoRead(true);
+			// Decode what was left buffered: an empty read from the handler before the decoder.
+			ChannelHandlerContext before = ctx.pipeline().context(PipelineNames.TLS);
+			(before != null ? before : ctx.pipeline().context(PipelineNames.FLUSH)).fireChannelRead(Unpooled.EMPTY_BUFFER);
+		}
+		ctx.fireChannelWritabilityChanged();
+	}
+
+	private static HandshakeDecoder decoder(ChannelHandlerContext ctx) {
+		return (HandshakeDecoder) ctx.pipeline().get(PipelineNames.HANDSHAKE_DECODER);
 	}
 
 	private void invalid(ChannelHandlerContext ctx, int opt, String message) {

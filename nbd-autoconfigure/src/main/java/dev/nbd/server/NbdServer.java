@@ -67,6 +67,9 @@ public final class NbdServer {
 
 	private volatile boolean draining;
 
+	/** Set before the final flush of a graceful stop: nothing is answered after it. */
+	private volatile boolean repliesStopped;
+
 	private EventLoopGroup bossGroup;
 
 	private EventLoopGroup workerGroup;
@@ -134,6 +137,7 @@ public final class NbdServer {
 			});
 		try {
 			InetAddress bindAddress = InetAddress.getByName(this.config.address());
+			warnIfExposed(bindAddress);
 			this.serverChannel = bootstrap.bind(new InetSocketAddress(bindAddress, this.config.port()))
 				.syncUninterruptibly()
 				.channel();
@@ -149,10 +153,24 @@ public final class NbdServer {
 					+ this.config.port() + ": " + ex.getMessage(), this.config.port(), ex);
 		}
 		this.draining = false;
+		this.repliesStopped = false;
 		logger.info("NBD server listening on {}:{} ({} transport, {}) with exports {}", this.config.address(), port(),
 				this.transport.name().toLowerCase(), (this.config.tls() == null) ? "plaintext"
 						: (this.config.tls().required() ? "TLS required" : "TLS optional"),
 				this.exports.keySet());
+	}
+
+	private void warnIfExposed(InetAddress bindAddress) {
+		if (bindAddress.isLoopbackAddress()) {
+			return;
+		}
+		TlsSettings tls = this.config.tls();
+		if (tls == null || !tls.required()) {
+			logger.warn("NBD server binds {} {}: anyone who can reach it can read and overwrite the exports. "
+					+ "Set nbd.server.ssl.bundle (with nbd.server.ssl.mode=required), and restrict "
+					+ "nbd.server.allowed-addresses.", this.config.address(),
+					(tls == null) ? "without TLS" : "with TLS optional");
+		}
 	}
 
 	/** Bound port, or -1 when not listening. */
@@ -164,6 +182,11 @@ public final class NbdServer {
 	public boolean isRunning() {
 		Channel ch = this.serverChannel;
 		return ch != null && ch.isActive();
+	}
+
+	/** Whether the final flush of a graceful stop has begun: connections get no more replies. */
+	boolean repliesStopped() {
+		return this.repliesStopped;
 	}
 
 	/** Whether a graceful shutdown is in progress. */
@@ -198,6 +221,11 @@ public final class NbdServer {
 		return list;
 	}
 
+	/** Every open connection, negotiating or attached. */
+	Collection<NbdConnection> allConnections() {
+		return List.copyOf(this.connections);
+	}
+
 	/** Event loop groups, for metrics. Null before start. */
 	public List<EventLoopGroup> eventLoopGroups() {
 		return (this.workerGroup == null) ? List.of() : List.of(this.bossGroup, this.workerGroup);
@@ -220,7 +248,14 @@ public final class NbdServer {
 		while (System.nanoTime() < deadline && this.connections.stream().anyMatch(c -> c.inFlight() > 0)) {
 			sleep(5);
 		}
+		// A request still running past the deadline must not be answered after the flush below
+		// started, or its reply would promise what that flush may not cover.
+		this.repliesStopped = true;
 		for (Export export : this.exports.values()) {
+			if (export.flushRequests() > 0) {
+				logger.info("NBD export '{}': {} flush requests served by {} backend syncs", export.name(),
+						export.flushRequests(), export.backendSyncs());
+			}
 			try {
 				export.flushAll();
 			}
@@ -276,17 +311,21 @@ public final class NbdServer {
 			refuse(ch, "max_connections", "nbd.server.max-connections (" + this.config.maxConnections() + ") reached");
 			return;
 		}
+		ch.closeFuture().addListener(f -> this.openChannels.decrementAndGet());
+		initPipeline(ch);
+	}
+
+	/** Sets up a new connection's pipeline: greeting, then option haggling. */
+	NbdConnection initPipeline(Channel ch) {
 		NbdConnection connection = new NbdConnection(ch, this.config.maxInFlight());
 		this.connections.add(connection);
-		ch.closeFuture().addListener(f -> {
-			this.openChannels.decrementAndGet();
-			this.connections.remove(connection);
-		});
+		ch.closeFuture().addListener(f -> this.connections.remove(connection));
 		ChannelPipeline p = ch.pipeline();
 		// First, so replies written from worker threads and during read loops go out in batches.
 		p.addLast(PipelineNames.FLUSH, new FlushConsolidationHandler(256, true));
 		p.addLast(PipelineNames.HANDSHAKE_DECODER, new dev.nbd.protocol.HandshakeDecoder(NbdServerConfig.MAX_OPTION_LENGTH));
 		p.addLast(PipelineNames.HANDSHAKE, new HandshakeHandler(this, connection));
+		return connection;
 	}
 
 	private void refuse(SocketChannel ch, String reason, String detail) {
@@ -378,7 +417,8 @@ public final class NbdServer {
 					long suppressed = state[1];
 					state[0] = now;
 					state[1] = 0;
-					logger.warn("{}{}", message, (suppressed > 0) ? " (" + suppressed + " similar suppressed)" : "");
+					logger.warn("{} [{}]{}", message, reason,
+							(suppressed > 0) ? " (" + suppressed + " similar suppressed)" : "");
 				}
 				else {
 					state[1]++;

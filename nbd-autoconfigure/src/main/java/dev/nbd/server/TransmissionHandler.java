@@ -124,7 +124,8 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			r.release();
 		}
 		this.queue.clear();
-		this.export.connections().remove(this.connection);
+		// Release the view before leaving the export: an emulated multi-conn flush running
+		// meanwhile still reaches the view, so writes it answered cannot slip past that flush.
 		if (this.view != this.export.backend()) {
 			try {
 				this.view.disconnect();
@@ -133,6 +134,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 				logger.warn("Export '{}' failed to release a connection view", this.export.name(), ex);
 			}
 		}
+		this.export.connectionClosed(this.connection);
 		logger.info("NBD {} closed after {} ms: {} requests, {} bytes read, {} bytes written", this.connection,
 				(System.nanoTime() - this.openedNanos) / 1_000_000, this.connection.requests(),
 				this.connection.bytesRead(), this.connection.bytesWritten());
@@ -146,7 +148,8 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			onRequest(request);
 		}
 		else if (msg instanceof ProtocolMessage.Violation v) {
-			logger.warn("Closing NBD {}: {}", this.connection, v.reason());
+			// Logged (rate-limited) and counted as a refusal; no log line of its own, so a
+			// flood of broken clients cannot flood the log.
 			this.server.refused("protocol_error", "Closed " + this.connection + ": " + v.reason());
 			ctx.close();
 		}
@@ -157,6 +160,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	@Override
 	public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+		dispatch();
 		updateAutoRead();
 		ctx.fireChannelWritabilityChanged();
 	}
@@ -229,7 +233,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	private void dispatch() {
-		while (!this.queue.isEmpty() && this.running < this.maxInFlight) {
+		// Nothing starts while replies pile up unsent: one read can decode thousands of
+		// requests, and a client that does not read its replies must not make us buffer them.
+		while (!this.queue.isEmpty() && this.running < this.maxInFlight && this.ctx.channel().isWritable()) {
 			ProtocolMessage.Request next = this.queue.peek();
 			long cost = cost(next);
 			if (this.runningBytes > 0 && this.runningBytes + cost > this.maxInFlightBytes) {
@@ -278,6 +284,12 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	/** Error for a request that must not reach the backend, or null. */
 	private NbdError validate(ProtocolMessage.Request r) {
 		int type = r.type();
+		boolean writeType = type == NbdProtocol.CMD_WRITE || type == NbdProtocol.CMD_TRIM
+				|| type == NbdProtocol.CMD_WRITE_ZEROES;
+		if (writeType && this.export.readOnly()) {
+			// Whatever else is wrong with it, a write to a read-only export is refused as such.
+			return NbdError.EPERM;
+		}
 		int allowed = switch (type) {
 			case NbdProtocol.CMD_READ -> this.structured ? NbdProtocol.CMD_FLAG_DF : 0;
 			case NbdProtocol.CMD_WRITE, NbdProtocol.CMD_TRIM -> NbdProtocol.CMD_FLAG_FUA;
@@ -290,16 +302,15 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		if (allowed == -1) {
 			return NbdError.EINVAL;
 		}
+		// FUA is valid on every command once SEND_FUA is advertised: the spec says the server "MUST
+		// accept all commands with this bit set (even by ignoring the bit)", as some clients set it
+		// on reads and flushes. Without SEND_FUA it is refused below.
+		allowed |= NbdProtocol.CMD_FLAG_FUA;
 		if ((r.flags() & ~allowed) != 0) {
 			return NbdError.EINVAL;
 		}
 		if ((r.flags() & NbdProtocol.CMD_FLAG_FUA) != 0 && (this.flags & NbdProtocol.TFLAG_SEND_FUA) == 0) {
 			return NbdError.EINVAL;
-		}
-		boolean writeType = type == NbdProtocol.CMD_WRITE || type == NbdProtocol.CMD_TRIM
-				|| type == NbdProtocol.CMD_WRITE_ZEROES;
-		if (writeType && this.export.readOnly()) {
-			return NbdError.EPERM;
 		}
 		switch (type) {
 			case NbdProtocol.CMD_FLUSH -> {
@@ -421,8 +432,10 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 				}
 				case NbdProtocol.CMD_WRITE_ZEROES -> {
 					boolean fua = r.hasFlag(NbdProtocol.CMD_FLAG_FUA);
-					zero(r, fua && this.export.nativeFua());
-					flushAfter = fua && !this.export.nativeFua();
+					// Zeroes emulated with several writes: one flush after all of them, not FUA on each.
+					boolean nativeFua = fua && this.export.nativeFua() && this.view.canZero();
+					zero(r, nativeFua);
+					flushAfter = fua && !nativeFua;
 				}
 				case NbdProtocol.CMD_CACHE -> this.view.cache(r.offset(), r.length());
 				case NbdProtocol.CMD_BLOCK_STATUS -> reply = blockStatus(r);
@@ -609,7 +622,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			int n = (int) Math.min(ZERO_CHUNK, end - offset);
 			ByteBuffer chunk = ZEROES.duplicate();
 			chunk.limit(n);
-			this.view.write(offset, chunk, fua && offset + n >= end);
+			this.view.write(offset, chunk, false);
 			offset += n;
 		}
 	}
@@ -676,8 +689,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	private void finish(ProtocolMessage.Request r, long startNanos, List<?> reply, NbdError error, long bytes) {
-		if (!this.ctx.channel().isActive()) {
+		if (!this.ctx.channel().isActive() || this.server.repliesStopped()) {
 			reply.forEach(ReferenceCountUtil::release);
+			this.ctx.close();
 		}
 		else {
 			for (Object b : reply) {

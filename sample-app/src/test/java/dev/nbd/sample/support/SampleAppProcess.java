@@ -22,14 +22,18 @@ public final class SampleAppProcess implements AutoCloseable {
 
 	private final Process process;
 
+	/** Whether {@link #process} is a wrapper around the JVM rather than the JVM. */
+	private final boolean wrapped;
+
 	private final int nbdPort;
 
 	private final int httpPort;
 
 	private final Path log;
 
-	private SampleAppProcess(Process process, int nbdPort, int httpPort, Path log) {
+	private SampleAppProcess(Process process, boolean wrapped, int nbdPort, int httpPort, Path log) {
 		this.process = process;
+		this.wrapped = wrapped;
 		this.nbdPort = nbdPort;
 		this.httpPort = httpPort;
 		this.log = log;
@@ -56,16 +60,31 @@ public final class SampleAppProcess implements AutoCloseable {
 
 	/** Starts on a given NBD port (to restart "the same server" after a kill). */
 	public static SampleAppProcess start(Path dataDir, int nbdPort, String... extraArgs) {
+		return start(dataDir, nbdPort, List.of(), extraArgs);
+	}
+
+	/**
+	 * Starts with the {@code java} command prefixed by {@code wrapper}, e.g.
+	 * {@code strace -f -o FILE}: the wrapper must run the JVM as its descendant and exit when it
+	 * does. {@link #kill9()} and {@link #terminate(Duration)} signal the JVM itself, not the
+	 * wrapper.
+	 */
+	public static SampleAppProcess startWrapped(Path dataDir, List<String> wrapper, String... extraArgs) {
+		return start(dataDir, FreePort.find(), wrapper, extraArgs);
+	}
+
+	private static SampleAppProcess start(Path dataDir, int nbdPort, List<String> wrapper, String... extraArgs) {
 		int httpPort = FreePort.find();
-		List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-				"-Xmx512m", "-jar", jar().toAbsolutePath().toString(), "--nbd.server.port=" + nbdPort,
-				"--server.port=" + httpPort, "--nbd.exports.disk.path=" + dataDir.resolve("disk.img").toAbsolutePath()));
+		List<String> cmd = new ArrayList<>(wrapper);
+		cmd.addAll(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx512m", "-jar",
+				jar().toAbsolutePath().toString(), "--nbd.server.port=" + nbdPort, "--server.port=" + httpPort,
+				"--nbd.exports.disk.path=" + dataDir.resolve("disk.img").toAbsolutePath()));
 		cmd.addAll(List.of(extraArgs));
 		try {
 			Files.createDirectories(dataDir);
 			Path log = dataDir.resolve("sample-app-" + nbdPort + "-" + System.nanoTime() + ".log");
 			Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-			SampleAppProcess app = new SampleAppProcess(p, nbdPort, httpPort, log);
+			SampleAppProcess app = new SampleAppProcess(p, !wrapper.isEmpty(), nbdPort, httpPort, log);
 			app.awaitPort(Duration.ofSeconds(60));
 			return app;
 		}
@@ -82,8 +101,9 @@ public final class SampleAppProcess implements AutoCloseable {
 		return this.httpPort;
 	}
 
+	/** Process id of the JVM (not of a wrapper). */
 	public long pid() {
-		return this.process.pid();
+		return jvm().pid();
 	}
 
 	public String uri(String export) {
@@ -101,20 +121,31 @@ public final class SampleAppProcess implements AutoCloseable {
 
 	/** SIGKILL: no shutdown hooks, no flush; what is durable is what the kernel has. */
 	public void kill9() {
-		this.process.destroyForcibly();
+		jvm().destroyForcibly();
 		waitExit(Duration.ofSeconds(30));
 	}
 
 	/** SIGTERM: Spring's graceful shutdown. Returns the exit code. */
 	public int terminate(Duration timeout) {
-		this.process.destroy();
+		jvm().destroy();
 		return waitExit(timeout);
+	}
+
+	/** The JVM: the process itself, or the wrapper's descendant running java. */
+	private ProcessHandle jvm() {
+		if (!this.wrapped) {
+			return this.process.toHandle();
+		}
+		return this.process.descendants()
+			.filter(h -> h.info().command().map(c -> c.endsWith("/java")).orElse(false))
+			.findFirst()
+			.orElseThrow(() -> new IllegalStateException("no java process under the wrapper"));
 	}
 
 	private int waitExit(Duration timeout) {
 		try {
 			if (!this.process.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
-				this.process.destroyForcibly();
+				destroyAll();
 				this.process.waitFor(10, TimeUnit.SECONDS);
 				throw new AssertionError("sample app did not exit within " + timeout + "\n" + log());
 			}
@@ -146,16 +177,22 @@ public final class SampleAppProcess implements AutoCloseable {
 				}
 			}
 		}
-		this.process.destroyForcibly();
+		destroyAll();
 		throw new AssertionError("sample app did not listen on " + this.nbdPort + " within " + timeout + "\n" + log());
 	}
 
 	@Override
 	public void close() {
 		if (this.process.isAlive()) {
-			this.process.destroyForcibly();
+			destroyAll();
 			waitExit(Duration.ofSeconds(30));
 		}
+	}
+
+	/** SIGKILL to the JVM and any wrapper around it. */
+	private void destroyAll() {
+		this.process.descendants().forEach(ProcessHandle::destroyForcibly);
+		this.process.destroyForcibly();
 	}
 
 }

@@ -1,0 +1,243 @@
+package dev.nbd.autoconfigure.metrics;
+
+import java.time.Duration;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.FunctionCounter;
+import io.micrometer.core.instrument.Gauge;
+import io.micrometer.core.instrument.Meter;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.Tags;
+import io.micrometer.core.instrument.Timer;
+import io.micrometer.core.instrument.binder.netty4.NettyAllocatorMetrics;
+import io.micrometer.core.instrument.binder.netty4.NettyEventExecutorMetrics;
+
+import dev.nbd.server.Export;
+import dev.nbd.server.NbdConnection;
+import dev.nbd.server.NbdServer;
+import dev.nbd.server.NbdServerListener;
+import io.netty.buffer.ByteBufAllocator;
+import io.netty.buffer.ByteBufAllocatorMetricProvider;
+import io.netty.channel.EventLoopGroup;
+
+/**
+ * Micrometer meters for the NBD server (Prometheus names in brackets):
+ * <ul>
+ * <li>{@code nbd.requests} [{@code nbd_requests_seconds}]: timer per export, op and outcome;</li>
+ * <li>{@code nbd.flush} [{@code nbd_flush_seconds}]: flush latency per export, histogram
+ * buckets from 10&nbsp;µs to 10&nbsp;s;</li>
+ * <li>{@code nbd.bytes} [{@code nbd_bytes_total}]: payload bytes per export and direction
+ * ({@code read}, {@code written});</li>
+ * <li>{@code nbd.connections} [{@code nbd_connections}]: open connections per export;</li>
+ * <li>{@code nbd.connection.inflight} [{@code nbd_connection_inflight}]: queue depth of one
+ * connection, removed when it closes;</li>
+ * <li>{@code nbd.connections.refused} [{@code nbd_connections_refused_total}]: by reason;</li>
+ * <li>{@code nbd.flush.requests} and {@code nbd.flush.syncs} [{@code _total}]: client flushes
+ * and the backend syncs that served them (group commit saves the difference).</li>
+ * </ul>
+ * Listener methods run on network threads: every meter they touch is resolved once and looked
+ * up in small maps afterwards, no builder runs per request.
+ */
+public class NbdMetrics implements NbdServerListener {
+
+	/** Storage latency ladder: tens of microseconds (RAM, NVMe) to seconds (stalled disks). */
+	static final Duration[] FLUSH_BUCKETS = { micros(10), micros(25), micros(50), micros(100), micros(250),
+			micros(500), millis(1), millis(2.5), millis(5), millis(10), millis(25), millis(50), millis(100),
+			millis(250), millis(500), millis(1000), millis(2500), millis(5000), millis(10000) };
+
+	private static final String[] OPS = { "read", "write", "flush", "trim", "cache", "write_zeroes", "block_status" };
+
+	private final MeterRegistry registry;
+
+	private final Map<Export, ExportMeters> exports = new ConcurrentHashMap<>();
+
+	private final Map<NbdConnection, Gauge> inFlightGauges = new ConcurrentHashMap<>();
+
+	private final Map<String, Counter> refusals = new ConcurrentHashMap<>();
+
+	private List<EventLoopGroup> boundGroups = List.of();
+
+	private List<Meter> eventLoopMeters = List.of();
+
+	private boolean allocatorBound;
+
+	public NbdMetrics(MeterRegistry registry) {
+		this.registry = registry;
+	}
+
+	@Override
+	public void connectionOpened(NbdConnection connection) {
+		Export export = connection.export();
+		meters(export);
+		Gauge gauge = Gauge.builder("nbd.connection.inflight", connection, NbdConnection::inFlight)
+			.description("Requests received on the connection and not yet answered")
+			.tags("export", export.name(), "connection", connection.id())
+			.register(this.registry);
+		this.inFlightGauges.put(connection, gauge);
+	}
+
+	@Override
+	public void connectionClosed(NbdConnection connection) {
+		Gauge gauge = this.inFlightGauges.remove(connection);
+		if (gauge != null) {
+			this.registry.remove(gauge);
+		}
+	}
+
+	@Override
+	public void connectionRefused(String reason) {
+		this.refusals
+			.computeIfAbsent(reason,
+					(r) -> Counter.builder("nbd.connections.refused")
+						.description("Connections refused or dropped before reaching an export")
+						.tag("reason", r)
+						.register(this.registry))
+			.increment();
+	}
+
+	@Override
+	public void requestCompleted(Export export, String op, String outcome, long nanos, long bytes) {
+		ExportMeters meters = meters(export);
+		meters.timer(op, outcome).record(nanos, TimeUnit.NANOSECONDS);
+		if (bytes > 0) {
+			if ("read".equals(op)) {
+				meters.bytesRead.increment(bytes);
+			}
+			else if ("write".equals(op)) {
+				meters.bytesWritten.increment(bytes);
+			}
+		}
+	}
+
+	@Override
+	public void flushCompleted(Export export, long nanos, boolean success) {
+		meters(export).flush.record(nanos, TimeUnit.NANOSECONDS);
+	}
+
+	/**
+	 * Registers what needs the running server: per-export gauges, and Netty's event loop and
+	 * allocator metrics. Call after each {@link NbdServer#start()} and off the server's event
+	 * loops (reading an event loop's thread name waits for the loop to run). A restarted server
+	 * has new event loops: the meters of the old ones are removed.
+	 */
+	public synchronized void bindServer(NbdServer server) {
+		for (Export export : server.exports()) {
+			meters(export);
+		}
+		List<EventLoopGroup> groups = server.eventLoopGroups();
+		if (!groups.equals(this.boundGroups)) {
+			this.eventLoopMeters.forEach(this.registry::remove);
+			Set<Meter.Id> before = new HashSet<>();
+			this.registry.getMeters().forEach((m) -> before.add(m.getId()));
+			// eventLoopGroups() is [accept, io]; the tag keeps their "workers" gauges apart.
+			for (int i = 0; i < groups.size(); i++) {
+				String name = (i == 0) ? "nbd-accept" : "nbd-io";
+				new NettyEventExecutorMetrics(groups.get(i), Tags.of("group", name)).bindTo(this.registry);
+			}
+			this.eventLoopMeters = this.registry.getMeters()
+				.stream()
+				.filter((m) -> m.getId().getName().startsWith("netty.eventexecutor") && !before.contains(m.getId()))
+				.toList();
+			this.boundGroups = groups;
+		}
+		if (!this.allocatorBound && ByteBufAllocator.DEFAULT instanceof ByteBufAllocatorMetricProvider allocator) {
+			new NettyAllocatorMetrics(allocator).bindTo(this.registry);
+			this.allocatorBound = true;
+		}
+	}
+
+	private ExportMeters meters(Export export) {
+		ExportMeters meters = this.exports.get(export);
+		return (meters != null) ? meters : this.exports.computeIfAbsent(export, this::register);
+	}
+
+	private ExportMeters register(Export export) {
+		return new ExportMeters(this.registry, export);
+	}
+
+	private static Duration micros(long us) {
+		return Duration.ofNanos(us * 1000);
+	}
+
+	private static Duration millis(double ms) {
+		return Duration.ofNanos((long) (ms * 1_000_000));
+	}
+
+	/** Meters of one export, resolved once. */
+	private static final class ExportMeters {
+
+		private final MeterRegistry registry;
+
+		private final Tags tags;
+
+		private final Counter bytesRead;
+
+		private final Counter bytesWritten;
+
+		private final Timer flush;
+
+		/** op → outcome → timer. */
+		private final Map<String, Map<String, Timer>> timers = new ConcurrentHashMap<>();
+
+		ExportMeters(MeterRegistry registry, Export export) {
+			this.registry = registry;
+			this.tags = Tags.of("export", export.name());
+			this.bytesRead = bytes("read");
+			this.bytesWritten = bytes("written");
+			this.flush = Timer.builder("nbd.flush")
+				.description("Latency of client FLUSH requests")
+				.tags(this.tags)
+				.serviceLevelObjectives(FLUSH_BUCKETS)
+				.register(registry);
+			Gauge.builder("nbd.connections", export, (e) -> e.connections().size())
+				.description("Open connections")
+				.tags(this.tags)
+				.register(registry);
+			FunctionCounter.builder("nbd.flush.requests", export, Export::flushRequests)
+				.description("Client flushes (and emulated FUA) served by backend syncs")
+				.tags(this.tags)
+				.register(registry);
+			FunctionCounter.builder("nbd.flush.syncs", export, Export::backendSyncs)
+				.description("Backend syncs; fewer than flush requests when group commit shares them")
+				.tags(this.tags)
+				.register(registry);
+			for (String op : OPS) {
+				timer(op, "success");
+			}
+		}
+
+		private Counter bytes(String direction) {
+			return Counter.builder("nbd.bytes")
+				.description("Payload bytes moved")
+				.tags(this.tags)
+				.tag("direction", direction)
+				.register(this.registry);
+		}
+
+		Timer timer(String op, String outcome) {
+			Map<String, Timer> byOutcome = this.timers.get(op);
+			if (byOutcome == null) {
+				byOutcome = this.timers.computeIfAbsent(op, (o) -> new ConcurrentHashMap<>());
+			}
+			Timer timer = byOutcome.get(outcome);
+			if (timer == null) {
+				timer = byOutcome.computeIfAbsent(outcome,
+						(o) -> Timer.builder("nbd.requests")
+							.description("NBD requests, from receipt to reply")
+							.tags(this.tags)
+							.tag("op", op)
+							.tag("outcome", o)
+							.register(this.registry));
+			}
+			return timer;
+		}
+
+	}
+
+}

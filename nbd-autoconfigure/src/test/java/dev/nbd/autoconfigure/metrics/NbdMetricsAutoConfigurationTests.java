@@ -1,0 +1,127 @@
+package dev.nbd.autoconfigure.metrics;
+
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
+import org.awaitility.Awaitility;
+import org.junit.jupiter.api.Test;
+import org.springframework.boot.autoconfigure.AutoConfigurations;
+import org.springframework.boot.autoconfigure.ssl.SslAutoConfiguration;
+import org.springframework.boot.test.context.FilteredClassLoader;
+import org.springframework.boot.test.context.runner.ApplicationContextRunner;
+
+import dev.nbd.autoconfigure.NbdPortInfoApplicationContextInitializer;
+import dev.nbd.autoconfigure.NbdServerAutoConfiguration;
+import dev.nbd.backend.MemoryBackend;
+import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.server.NbdServer;
+import dev.nbd.testsupport.RawNbdClient;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+class NbdMetricsAutoConfigurationTests {
+
+	private final ApplicationContextRunner runner = new ApplicationContextRunner()
+		.withConfiguration(AutoConfigurations.of(NbdServerAutoConfiguration.class, SslAutoConfiguration.class,
+				NbdMetricsAutoConfiguration.class))
+		.withInitializer(new NbdPortInfoApplicationContextInitializer())
+		.withPropertyValues("nbd.server.port=0", "nbd.exports.mem.type=memory", "nbd.exports.mem.size=1MB");
+
+	@Test
+	void serverReportsToTheRegistry() {
+		this.runner.withBean(MeterRegistry.class, SimpleMeterRegistry::new).run((context) -> {
+			assertThat(context).hasSingleBean(NbdMetrics.class);
+			MeterRegistry registry = context.getBean(MeterRegistry.class);
+			// Bound once the server started: per-export meters and Netty's.
+			assertThat(registry.find("nbd.connections").tag("export", "mem").gauge()).isNotNull();
+			assertThat(registry.find("nbd.flush").tag("export", "mem").timer()).isNotNull();
+			assertThat(registry.find("netty.eventexecutor.workers").tag("group", "nbd-io").gauge()).isNotNull();
+			assertThat(registry.find("netty.allocator.memory.used").gauges()).isNotEmpty();
+			int port = context.getBean(NbdServer.class).port();
+			try (RawNbdClient client = RawNbdClient.connect(port, "mem")) {
+				assertThat(client.call(NbdProtocol.CMD_WRITE, 0, 512, new byte[512]).error()).isZero();
+				client.disconnect();
+			}
+			// Meters are updated right after the reply is written.
+			Awaitility.await()
+				.untilAsserted(() -> assertThat(registry.get("nbd.requests")
+					.tags("export", "mem", "op", "write", "outcome", "success")
+					.timer()
+					.count()).isEqualTo(1));
+			assertThat(registry.get("nbd.bytes").tags("export", "mem", "direction", "written").counter().count())
+				.isEqualTo(512);
+		});
+	}
+
+	@Test
+	void backsOffWithoutARegistry() {
+		this.runner.run((context) -> assertThat(context).hasNotFailed().doesNotHaveBean(NbdMetrics.class));
+	}
+
+	@Test
+	void backsOffWithoutMicrometer() {
+		this.runner.withClassLoader(new FilteredClassLoader(MeterRegistry.class))
+			.run((context) -> assertThat(context).hasNotFailed().doesNotHaveBean(NbdMetrics.class));
+	}
+
+	@Test
+	void backsOffWhenTheServerIsDisabled() {
+		this.runner.withBean(MeterRegistry.class, SimpleMeterRegistry::new)
+			.withPropertyValues("nbd.server.enabled=false")
+			.run((context) -> assertThat(context).doesNotHaveBean(NbdMetrics.class));
+	}
+
+	@Test
+	void restartedServerGetsMetersForItsNewEventLoops() {
+		SimpleMeterRegistry registry = new SimpleMeterRegistry();
+		NbdMetrics metrics = new NbdMetrics(registry);
+		NbdServer server = new NbdServer(dev.nbd.server.NbdServerConfig.builder().port(0).eventLoopThreads(2).build(),
+				java.util.List.of(new MemoryBackend("m", 4096)), java.util.Map.of(), java.util.Map.of(), metrics);
+		try {
+			server.start();
+			metrics.bindServer(server);
+			assertThat(registry.find("netty.eventexecutor.tasks.pending").gauges()).hasSize(3);
+			java.util.List<String> oldLoops = loopNames(registry);
+			server.stop();
+			server.start();
+			metrics.bindServer(server);
+			// Only the new loops (1 accept + 2 io), each still reporting.
+			assertThat(registry.find("netty.eventexecutor.tasks.pending").gauges()).hasSize(3)
+				.allSatisfy((g) -> assertThat(g.value()).isNotNaN());
+			assertThat(loopNames(registry)).doesNotContainAnyElementsOf(oldLoops);
+			assertThat(registry.find("netty.eventexecutor.workers").tag("group", "nbd-io").gauge().value()).isEqualTo(2);
+			assertThat(registry.find("nbd.connections").tag("export", "m").gauges()).hasSize(1);
+		}
+		finally {
+			server.stop();
+		}
+	}
+
+	private static java.util.List<String> loopNames(MeterRegistry registry) {
+		return registry.find("netty.eventexecutor.tasks.pending")
+			.gauges()
+			.stream()
+			.map((g) -> g.getId().getTag("name"))
+			.toList();
+	}
+
+	@Test
+	void hotPathReusesMeters() {
+		SimpleMeterRegistry registry = new SimpleMeterRegistry();
+		NbdMetrics metrics = new NbdMetrics(registry);
+		dev.nbd.server.Export export = new dev.nbd.server.Export(new MemoryBackend("m", 4096),
+				dev.nbd.server.MultiConnMode.AUTO, java.util.List.of(), Runnable::run);
+		metrics.requestCompleted(export, "read", "success", 1000, 512);
+		int meters = registry.getMeters().size();
+		for (int i = 0; i < 100; i++) {
+			metrics.requestCompleted(export, "read", "success", 1000, 512);
+			metrics.requestCompleted(export, "write", "eio", 1000, 0);
+			metrics.flushCompleted(export, 1000, true);
+		}
+		// One new timer for (write, eio); nothing else registered per call.
+		assertThat(registry.getMeters()).hasSize(meters + 1);
+		assertThat(registry.get("nbd.requests").tags("op", "write", "outcome", "eio").timer().count()).isEqualTo(100);
+		assertThat(registry.get("nbd.bytes").tag("direction", "read").counter().count()).isEqualTo(101 * 512);
+		assertThat(registry.get("nbd.flush").timer().count()).isEqualTo(100);
+	}
+
+}

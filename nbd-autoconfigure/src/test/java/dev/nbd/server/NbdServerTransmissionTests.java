@@ -1,0 +1,620 @@
+package dev.nbd.server;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+import dev.nbd.backend.ExportBackend;
+import dev.nbd.backend.FileBackend;
+import dev.nbd.backend.MemoryBackend;
+import dev.nbd.backend.NbdBackendException;
+import dev.nbd.protocol.NbdError;
+import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.RawNbdClient;
+import dev.nbd.testsupport.RawNbdClient.Chunk;
+import dev.nbd.testsupport.RawNbdClient.Reply;
+import dev.nbd.testsupport.RawNbdClient.SimpleReply;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** Every command, and every error the spec names for it, against a real server. */
+class NbdServerTransmissionTests {
+
+	private static final int SIZE = 1 << 20;
+
+	private static final int MAX_PAYLOAD = 64 * 1024;
+
+	private static final int EPERM = NbdError.EPERM.code();
+
+	private static final int EINVAL = NbdError.EINVAL.code();
+
+	private static final int ENOSPC = NbdError.ENOSPC.code();
+
+	private static final int ENOTSUP = NbdError.ENOTSUP.code();
+
+	@TempDir
+	Path dir;
+
+	private NbdServer server;
+
+	private int port;
+
+	private MemoryBackend mem;
+
+	private FileBackend file;
+
+	@BeforeEach
+	void start() throws IOException {
+		this.mem = new MemoryBackend("mem", SIZE);
+		this.file = new FileBackend("file", this.dir.resolve("disk.img"), SIZE, null, false);
+		this.server = new NbdServer(NbdServerConfig.builder().port(0).maxPayload(MAX_PAYLOAD).build(),
+				List.of(this.mem, this.file, new MemoryBackend("ro", SIZE, null, true), new SlowZeroBackend(),
+						new SlowWriteBackend(), new OrderedBackend()),
+				Map.of(), Map.of(), null);
+		this.server.start();
+		this.port = this.server.port();
+	}
+
+	@AfterEach
+	void stop() throws IOException {
+		this.server.stop();
+		this.file.close();
+	}
+
+	@Test
+	void writeReadFlushTrimCacheZeroOnMemory() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", false, false)) {
+			byte[] data = pattern(8192, 3);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 4096, data.length, data);
+			assertOk(c.readSimpleReply(), 1);
+			c.sendRequest(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_WRITE, 2, 65536, data.length, data);
+			assertOk(c.readSimpleReply(), 2);
+			c.sendRequest(0, NbdProtocol.CMD_FLUSH, 3, 0, 0, null);
+			assertOk(c.readSimpleReply(), 3);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 4, 4096, data.length, null);
+			Reply read = c.readReply(data.length);
+			assertOk(read, 4);
+			assertThat(read.data()).isEqualTo(data);
+			c.sendRequest(0, NbdProtocol.CMD_CACHE, 5, 0, SIZE, null);
+			assertOk(c.readSimpleReply(), 5);
+			c.sendRequest(0, NbdProtocol.CMD_TRIM, 6, 4096, 4096, null);
+			assertOk(c.readSimpleReply(), 6);
+			c.sendRequest(NbdProtocol.CMD_FLAG_NO_HOLE, NbdProtocol.CMD_WRITE_ZEROES, 7, 8192, 100, null);
+			assertOk(c.readSimpleReply(), 7);
+			c.sendRequest(NbdProtocol.CMD_FLAG_FAST_ZERO | NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_WRITE_ZEROES, 8,
+					65536, 4096, null);
+			assertOk(c.readSimpleReply(), 8);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 9, 4096, data.length, null);
+			byte[] expected = data.clone();
+			// Trimmed memory reads back as zeroes; then 100 zeroed bytes.
+			Arrays.fill(expected, 0, 4096 + 100, (byte) 0);
+			assertThat(c.readReply(data.length).data()).isEqualTo(expected);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 10, 65536, data.length, null);
+			byte[] expected2 = data.clone();
+			Arrays.fill(expected2, 0, 4096, (byte) 0);
+			assertThat(c.readReply(data.length).data()).isEqualTo(expected2);
+		}
+	}
+
+	@Test
+	void everyCommandOnAFileExport() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "file", true, false)) {
+			assertThat(c.export().flags() & NbdProtocol.TFLAG_SEND_TRIM).isZero();
+			assertThat(c.export().flags() & NbdProtocol.TFLAG_SEND_FAST_ZERO).isZero();
+			byte[] data = pattern(MAX_PAYLOAD, 9);
+			c.sendRequest(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_WRITE, 1, SIZE - MAX_PAYLOAD, MAX_PAYLOAD, data);
+			assertOk(c.readSimpleReply(), 1);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE_ZEROES, 2, SIZE - MAX_PAYLOAD, 10, null);
+			assertOk(c.readSimpleReply(), 2);
+			c.sendRequest(0, NbdProtocol.CMD_FLUSH, 3, 0, 0, null);
+			assertOk(c.readSimpleReply(), 3);
+			c.sendRequest(0, NbdProtocol.CMD_CACHE, 4, 0, SIZE, null);
+			assertOk(c.readSimpleReply(), 4);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 5, SIZE - MAX_PAYLOAD, MAX_PAYLOAD, null);
+			List<Chunk> chunks = c.readChunks();
+			// No extents on a file: one data chunk.
+			assertThat(chunks).hasSize(1);
+			Chunk chunk = chunks.get(0);
+			assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_OFFSET_DATA);
+			ByteBuffer b = chunk.buffer();
+			assertThat(b.getLong()).isEqualTo(SIZE - MAX_PAYLOAD);
+			byte[] expected = data.clone();
+			Arrays.fill(expected, 0, 10, (byte) 0);
+			assertThat(Arrays.copyOfRange(chunk.payload(), 8, chunk.payload().length)).isEqualTo(expected);
+			// TRIM was not advertised.
+			c.sendRequest(0, NbdProtocol.CMD_TRIM, 6, 0, 4096, null);
+			assertError(c.readSimpleReply(), 6, EINVAL);
+			// FAST_ZERO was not advertised: EINVAL, not ENOTSUP.
+			c.sendRequest(NbdProtocol.CMD_FLAG_FAST_ZERO, NbdProtocol.CMD_WRITE_ZEROES, 7, 0, 4096, null);
+			assertError(c.readSimpleReply(), 7, EINVAL);
+			// BLOCK_STATUS without a negotiated meta context.
+			c.sendRequest(0, NbdProtocol.CMD_BLOCK_STATUS, 8, 0, 4096, null);
+			Chunk error = c.readChunk();
+			assertThat(error.type()).isEqualTo(NbdProtocol.REPLY_TYPE_ERROR);
+			assertThat(error.error()).isEqualTo(EINVAL);
+		}
+	}
+
+	@Test
+	void outOfRangeRequests() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", false, false)) {
+			c.sendRequest(0, NbdProtocol.CMD_READ, 1, SIZE - 512, 1024, null);
+			assertError(c.readSimpleReply(), 1, EINVAL);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 2, SIZE, 1, null);
+			assertError(c.readSimpleReply(), 2, EINVAL);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 3, Long.MIN_VALUE, 512, null);
+			assertError(c.readSimpleReply(), 3, EINVAL);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 4, SIZE - 2, 4, new byte[4]);
+			assertError(c.readSimpleReply(), 4, ENOSPC);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE_ZEROES, 5, SIZE - 1, 0xffffffffL, null);
+			assertError(c.readSimpleReply(), 5, ENOSPC);
+			c.sendRequest(0, NbdProtocol.CMD_TRIM, 6, Long.MAX_VALUE, 4096, null);
+			assertError(c.readSimpleReply(), 6, EINVAL);
+			c.sendRequest(0, NbdProtocol.CMD_CACHE, 7, SIZE, 4096, null);
+			assertError(c.readSimpleReply(), 7, EINVAL);
+			// The export is unchanged and the connection still works.
+			c.sendRequest(0, NbdProtocol.CMD_READ, 8, SIZE - 4, 4, null);
+			Reply ok = c.readReply(4);
+			assertOk(ok, 8);
+			assertThat(ok.data()).containsOnly(0);
+		}
+	}
+
+	@Test
+	void badFlagsAndUnknownCommands() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", false, false)) {
+			// DF without structured replies; NO_HOLE on a WRITE; REQ_ONE on a READ; undefined bit.
+			c.sendRequest(NbdProtocol.CMD_FLAG_DF, NbdProtocol.CMD_READ, 1, 0, 512, null);
+			assertError(c.readSimpleReply(), 1, EINVAL);
+			c.sendRequest(NbdProtocol.CMD_FLAG_NO_HOLE, NbdProtocol.CMD_WRITE, 2, 0, 4, new byte[] { 1, 2, 3, 4 });
+			assertError(c.readSimpleReply(), 2, EINVAL);
+			c.sendRequest(NbdProtocol.CMD_FLAG_REQ_ONE, NbdProtocol.CMD_READ, 3, 0, 512, null);
+			assertError(c.readSimpleReply(), 3, EINVAL);
+			c.sendRequest(1 << 12, NbdProtocol.CMD_FLUSH, 4, 0, 0, null);
+			assertError(c.readSimpleReply(), 4, EINVAL);
+			for (int type : new int[] { 8, 99, 0xffff }) {
+				c.sendRequest(0, type, 10 + type, 0, 512, null);
+				assertError(c.readSimpleReply(), 10 + type, EINVAL);
+			}
+			// The refused write did not land.
+			c.sendRequest(0, NbdProtocol.CMD_READ, 5, 0, 4, null);
+			assertThat(c.readReply(4).data()).containsOnly(0);
+		}
+	}
+
+	@Test
+	void fuaIsAcceptedOnEveryCommandWhenAdvertised() throws Exception {
+		// Spec: with NBD_FLAG_SEND_FUA the server MUST accept FUA on all commands (even by ignoring it).
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", true, true)) {
+			c.sendRequest(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_FLUSH, 1, 0, 0, null);
+			assertOk(c.readSimpleReply(), 1);
+			c.sendRequest(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_CACHE, 2, 0, 4096, null);
+			assertOk(c.readSimpleReply(), 2);
+			c.sendRequest(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_READ, 3, 0, 4096, null);
+			assertThat(c.readChunks()).last().extracting(Chunk::type).isNotEqualTo(NbdProtocol.REPLY_TYPE_ERROR);
+			c.sendRequest(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_BLOCK_STATUS, 4, 0, 4096, null);
+			assertThat(c.readChunk().type()).isEqualTo(NbdProtocol.REPLY_TYPE_BLOCK_STATUS);
+		}
+	}
+
+	@Test
+	void readOnlyExportRefusesWritesWithEperm() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "ro", false, false)) {
+			assertThat(c.export().flags() & NbdProtocol.TFLAG_READ_ONLY).isNotZero();
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 4, new byte[4]);
+			assertError(c.readSimpleReply(), 1, EPERM);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE_ZEROES, 2, 0, 4096, null);
+			assertError(c.readSimpleReply(), 2, EPERM);
+			c.sendRequest(0, NbdProtocol.CMD_TRIM, 3, 0, 4096, null);
+			assertError(c.readSimpleReply(), 3, EPERM);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 4, 0, 4096, null);
+			assertOk(c.readReply(4096), 4);
+		}
+	}
+
+	@Test
+	void fastZeroTheBackendCannotDoFastIsEnotsup() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "slowzero", false, false)) {
+			assertThat(c.export().flags() & NbdProtocol.TFLAG_SEND_FAST_ZERO).isNotZero();
+			byte[] data = pattern(4096, 1);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 4096, data);
+			assertOk(c.readSimpleReply(), 1);
+			c.sendRequest(NbdProtocol.CMD_FLAG_FAST_ZERO, NbdProtocol.CMD_WRITE_ZEROES, 2, 0, 4096, null);
+			assertError(c.readSimpleReply(), 2, ENOTSUP);
+			// The contents are untouched by the failed fast zero; a slow zero works.
+			c.sendRequest(0, NbdProtocol.CMD_READ, 3, 0, 4096, null);
+			assertThat(c.readReply(4096).data()).isEqualTo(data);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE_ZEROES, 4, 0, 4096, null);
+			assertOk(c.readSimpleReply(), 4);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 5, 0, 4096, null);
+			assertThat(c.readReply(4096).data()).containsOnly(0);
+		}
+	}
+
+	@Test
+	void oversizedWriteIsDiscardedAndTheConnectionStaysInSync() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", false, false)) {
+			byte[] big = pattern(MAX_PAYLOAD + 1, 5);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 0, big.length, big);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 2, 0, 8, null);
+			assertError(c.readSimpleReply(), 1, EINVAL);
+			Reply read = c.readReply(8);
+			assertOk(read, 2);
+			assertThat(read.data()).containsOnly(0);
+		}
+	}
+
+	@Test
+	void oversizedReadIsRefused() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", false, false)) {
+			c.sendRequest(0, NbdProtocol.CMD_READ, 1, 0, MAX_PAYLOAD + 1, null);
+			assertError(c.readSimpleReply(), 1, EINVAL);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 2, 0, 0xffffffffL, null);
+			assertError(c.readSimpleReply(), 2, EINVAL);
+		}
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", true, false)) {
+			c.sendRequest(0, NbdProtocol.CMD_READ, 3, 0, MAX_PAYLOAD + 1, null);
+			Chunk chunk = c.readChunk();
+			assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_ERROR);
+			assertThat(chunk.done()).isTrue();
+			assertThat(chunk.cookie()).isEqualTo(3);
+			assertThat(chunk.error()).isEqualTo(EINVAL);
+		}
+	}
+
+	@Test
+	void structuredReadSendsHolesAsHoleChunksAndDfGivesOneDataChunk() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", true, false)) {
+			byte[] data = pattern(4096, 7);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 8192, 4096, data);
+			assertOk(c.readSimpleReply(), 1);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 2, 0, 6 * 4096, null);
+			List<Chunk> chunks = c.readChunks();
+			assertThat(chunks).extracting(Chunk::type)
+				.containsExactly(NbdProtocol.REPLY_TYPE_OFFSET_HOLE, NbdProtocol.REPLY_TYPE_OFFSET_DATA,
+						NbdProtocol.REPLY_TYPE_OFFSET_HOLE);
+			assertThat(chunks).extracting(Chunk::cookie).containsOnly(2L);
+			assertThat(chunks).extracting(Chunk::done).containsExactly(false, false, true);
+			assertHole(chunks.get(0), 0, 8192);
+			ByteBuffer d = chunks.get(1).buffer();
+			assertThat(d.getLong()).isEqualTo(8192);
+			byte[] got = new byte[d.remaining()];
+			d.get(got);
+			assertThat(got).isEqualTo(data);
+			assertHole(chunks.get(2), 12288, 3 * 4096);
+			// DF: one content chunk covering everything.
+			c.sendRequest(NbdProtocol.CMD_FLAG_DF, NbdProtocol.CMD_READ, 3, 0, 6 * 4096, null);
+			List<Chunk> df = c.readChunks();
+			assertThat(df).hasSize(1);
+			assertThat(df.get(0).type()).isEqualTo(NbdProtocol.REPLY_TYPE_OFFSET_DATA);
+			ByteBuffer all = df.get(0).buffer();
+			assertThat(all.getLong()).isZero();
+			assertThat(all.remaining()).isEqualTo(6 * 4096);
+			byte[] expected = new byte[6 * 4096];
+			System.arraycopy(data, 0, expected, 8192, 4096);
+			byte[] whole = new byte[all.remaining()];
+			all.get(whole);
+			assertThat(whole).isEqualTo(expected);
+			// A read entirely inside a hole.
+			c.sendRequest(0, NbdProtocol.CMD_READ, 4, 100, 50, null);
+			List<Chunk> hole = c.readChunks();
+			assertThat(hole).hasSize(1);
+			assertHole(hole.get(0), 100, 50);
+		}
+	}
+
+	@Test
+	void blockStatusWithAndWithoutReqOne() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", true, true)) {
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 4096, 8192, pattern(8192, 2));
+			assertOk(c.readSimpleReply(), 1);
+			c.sendRequest(0, NbdProtocol.CMD_BLOCK_STATUS, 2, 0, 65536, null);
+			Chunk all = c.readChunk();
+			assertThat(all.type()).isEqualTo(NbdProtocol.REPLY_TYPE_BLOCK_STATUS);
+			assertThat(all.done()).isTrue();
+			assertThat(all.cookie()).isEqualTo(2);
+			assertThat(extents(all)).containsExactly(new long[] { 4096, 3 }, new long[] { 8192, 0 },
+					new long[] { 65536 - 12288, 3 });
+			c.sendRequest(NbdProtocol.CMD_FLAG_REQ_ONE, NbdProtocol.CMD_BLOCK_STATUS, 3, 0, 65536, null);
+			assertThat(extents(c.readChunk())).containsExactly(new long[] { 4096, 3 });
+			c.sendRequest(NbdProtocol.CMD_FLAG_REQ_ONE, NbdProtocol.CMD_BLOCK_STATUS, 4, 4096, 65536, null);
+			assertThat(extents(c.readChunk())).containsExactly(new long[] { 8192, 0 });
+			// Past the end: an error chunk.
+			c.sendRequest(0, NbdProtocol.CMD_BLOCK_STATUS, 5, SIZE, 4096, null);
+			Chunk error = c.readChunk();
+			assertThat(error.type()).isEqualTo(NbdProtocol.REPLY_TYPE_ERROR);
+			assertThat(error.error()).isEqualTo(EINVAL);
+			// Near the end: no extent reaches past the export.
+			c.sendRequest(0, NbdProtocol.CMD_BLOCK_STATUS, 6, SIZE - 100, 100, null);
+			assertThat(extents(c.readChunk())).containsExactly(new long[] { 100, 3 });
+		}
+	}
+
+	@Test
+	void discAnswersRequestsInFlightThenCloses() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "slowwrite", false, false)) {
+			for (int i = 0; i < 5; i++) {
+				c.sendRequest(0, NbdProtocol.CMD_WRITE, 100 + i, i * 4096L, 4096, pattern(4096, i));
+			}
+			c.sendRequest(0, NbdProtocol.CMD_DISC, 999, 0, 0, null);
+			List<Long> cookies = new ArrayList<>();
+			for (int i = 0; i < 5; i++) {
+				SimpleReply r = c.readSimpleReply();
+				assertThat(r.error()).isZero();
+				cookies.add(r.cookie());
+			}
+			assertThat(cookies).containsExactlyInAnyOrder(100L, 101L, 102L, 103L, 104L);
+			// No reply to DISC: the server closes.
+			assertThat(c.closesWithoutData()).isTrue();
+		}
+		SlowWriteBackend slow = (SlowWriteBackend) this.server.export("slowwrite").backend();
+		for (int i = 0; i < 5; i++) {
+			ByteBuffer b = ByteBuffer.allocate(4096);
+			slow.read(i * 4096L, b);
+			assertThat(b.array()).isEqualTo(pattern(4096, i));
+		}
+	}
+
+	@Test
+	void badRequestMagicEndsTheConnection() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", false, false)) {
+			byte[] bad = RawNbdClient.request(0, NbdProtocol.CMD_FLUSH, 1, 0, 0);
+			bad[3] ^= 1;
+			c.output().write(bad);
+			assertThat(c.closesWithoutData()).isTrue();
+		}
+	}
+
+	@Test
+	void repliesMayArriveOutOfOrderButEachCookieIsAnsweredOnce() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "file", false, false)) {
+			Map<Long, byte[]> written = new HashMap<>();
+			for (long i = 0; i < 64; i++) {
+				byte[] data = pattern(4096, (int) i);
+				written.put(i, data);
+				c.sendRequest(0, NbdProtocol.CMD_WRITE, i, i * 4096, 4096, data);
+			}
+			List<Long> answered = new ArrayList<>();
+			for (int i = 0; i < 64; i++) {
+				SimpleReply r = c.readSimpleReply();
+				assertThat(r.error()).isZero();
+				answered.add(r.cookie());
+			}
+			assertThat(answered).containsExactlyInAnyOrderElementsOf(written.keySet());
+			for (long i = 0; i < 64; i++) {
+				c.sendRequest(0, NbdProtocol.CMD_READ, 1000 + i, i * 4096, 4096, null);
+			}
+			for (int i = 0; i < 64; i++) {
+				Reply r = c.readReply(4096);
+				assertThat(r.data()).isEqualTo(written.get(r.cookie() - 1000));
+			}
+		}
+	}
+
+	@Test
+	void aSlowRequestDoesNotHoldBackTheRepliesOfLaterOnes() throws Exception {
+		// The read at offset 0 blocks until the client writes, and the client writes only after the
+		// reply to a later read: that reply can only come out of order.
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "ordered", false, false)) {
+			c.sendRequest(0, NbdProtocol.CMD_READ, 1, 0, 512, null);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 2, 4096, 512, null);
+			Reply second = c.readReply(512);
+			assertThat(second.cookie()).isEqualTo(2);
+			assertThat(second.error()).isZero();
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 3, 8192, 4, new byte[4]);
+			List<Long> rest = new ArrayList<>();
+			for (int i = 0; i < 2; i++) {
+				// Which reply comes first is up to the server; only the read's carries data.
+				SimpleReply r = c.readSimpleReply();
+				assertThat(r.error()).isZero();
+				if (r.cookie() == 1) {
+					c.readFully(new byte[512]);
+				}
+				rest.add(r.cookie());
+			}
+			assertThat(rest).containsExactlyInAnyOrder(1L, 3L);
+		}
+	}
+
+	@ParameterizedTest
+	@ValueSource(strings = { "mem", "file" })
+	void aClientThatDoesNotReadRepliesIsThrottledNotBuffered(String export) throws Exception {
+		int requests = 2000;
+		int length = 64 * 1024;
+		try (RawNbdClient c = RawNbdClient.connect(this.port, export, false, false)) {
+			// 56 KB of requests in one write, asking for 125 MiB of replies that are not read for a while.
+			ByteBuffer batch = ByteBuffer.allocate(requests * NbdProtocol.REQUEST_HEADER_LENGTH);
+			for (int i = 0; i < requests; i++) {
+				batch.put(RawNbdClient.request(0, NbdProtocol.CMD_READ, i, (i % 16) * (long) length, length));
+			}
+			c.output().write(batch.array());
+			NbdConnection connection = this.server.connections().iterator().next();
+			long maxPending = 0;
+			for (int i = 0; i < 30; i++) {
+				Thread.sleep(10);
+				maxPending = Math.max(maxPending, pendingReplyBytes(connection));
+			}
+			// Replies wait in socket buffers and up to the channel's high water mark (4 MiB), not in
+			// unbounded server memory.
+			assertThat(maxPending).as("reply bytes buffered by the server").isLessThan(16L << 20);
+			Set<Long> cookies = new HashSet<>();
+			for (int i = 0; i < requests; i++) {
+				Reply r = c.readReply(length);
+				assertThat(r.error()).isZero();
+				cookies.add(r.cookie());
+			}
+			assertThat(cookies).hasSize(requests);
+		}
+	}
+
+	private static long pendingReplyBytes(NbdConnection connection) throws Exception {
+		return connection.channel()
+			.eventLoop()
+			.submit(() -> connection.channel().unsafe().outboundBuffer().totalPendingWriteBytes())
+			.get();
+	}
+
+	static byte[] pattern(int length, int seed) {
+		byte[] b = new byte[length];
+		for (int i = 0; i < length; i++) {
+			b[i] = (byte) (i * 31 + seed * 17 + 1);
+		}
+		return b;
+	}
+
+	private static void assertOk(Reply reply, long cookie) {
+		assertThat(reply.cookie()).isEqualTo(cookie);
+		assertThat(reply.error()).as("error of request %d", cookie).isZero();
+	}
+
+	private static void assertOk(SimpleReply reply, long cookie) {
+		assertThat(reply.cookie()).isEqualTo(cookie);
+		assertThat(reply.error()).as("error of request %d", cookie).isZero();
+	}
+
+	private static void assertError(SimpleReply reply, long cookie, int error) {
+		assertThat(reply.cookie()).isEqualTo(cookie);
+		assertThat(reply.error()).as("error of request %d", cookie).isEqualTo(error);
+	}
+
+	private static void assertHole(Chunk chunk, long offset, int length) {
+		assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_OFFSET_HOLE);
+		ByteBuffer b = chunk.buffer();
+		assertThat(b.remaining()).isEqualTo(12);
+		assertThat(b.getLong()).isEqualTo(offset);
+		assertThat(b.getInt()).isEqualTo(length);
+	}
+
+	private static List<long[]> extents(Chunk chunk) {
+		assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_BLOCK_STATUS);
+		ByteBuffer b = chunk.buffer();
+		assertThat(b.getInt()).isEqualTo(NbdProtocol.CONTEXT_ID_BASE_ALLOCATION);
+		List<long[]> list = new ArrayList<>();
+		while (b.hasRemaining()) {
+			list.add(new long[] { b.getInt() & 0xffffffffL, b.getInt() });
+		}
+		return list;
+	}
+
+	/** Advertises fast zero but, like a file without hole punching, can only zero slowly. */
+	static final class SlowZeroBackend implements ExportBackend {
+
+		private final MemoryBackend data = new MemoryBackend("slowzero", SIZE);
+
+		@Override
+		public String name() {
+			return this.data.name();
+		}
+
+		@Override
+		public long size() {
+			return SIZE;
+		}
+
+		@Override
+		public boolean canZero() {
+			return true;
+		}
+
+		@Override
+		public boolean canFastZero() {
+			return true;
+		}
+
+		@Override
+		public void read(long offset, ByteBuffer dst) {
+			this.data.read(offset, dst);
+		}
+
+		@Override
+		public void write(long offset, ByteBuffer src, boolean fua) {
+			this.data.write(offset, src, fua);
+		}
+
+		@Override
+		public void zero(long offset, long length, boolean mayTrim, boolean fast, boolean fua) throws IOException {
+			if (fast) {
+				throw new NbdBackendException(NbdError.ENOTSUP, "only slow zeroing here");
+			}
+			this.data.zero(offset, length, mayTrim, false, fua);
+		}
+
+	}
+
+	/** Blocks a read at offset 0 until a write arrives. */
+	static final class OrderedBackend extends MemoryBackend {
+
+		private final CountDownLatch written = new CountDownLatch(1);
+
+		OrderedBackend() {
+			super("ordered", SIZE);
+		}
+
+		@Override
+		public boolean isBlocking() {
+			return true;
+		}
+
+		@Override
+		public void read(long offset, ByteBuffer dst) {
+			try {
+				if (offset == 0 && !this.written.await(10, TimeUnit.SECONDS)) {
+					throw new IllegalStateException("no write came");
+				}
+			}
+			catch (InterruptedException ex) {
+				Thread.currentThread().interrupt();
+			}
+			super.read(offset, dst);
+		}
+
+		@Override
+		public void write(long offset, ByteBuffer src, boolean fua) {
+			super.write(offset, src, fua);
+			this.written.countDown();
+		}
+
+	}
+
+	/** A blocking backend whose writes take a while, so requests are still running at DISC. */
+	static final class SlowWriteBackend extends MemoryBackend {
+
+		SlowWriteBackend() {
+			super("slowwrite", SIZE);
+		}
+
+		@Override
+		public boolean isBlocking() {
+			return true;
+		}
+
+		@Override
+		public void write(long offset, ByteBuffer src, boolean fua) {
+			try {
+				Thread.sleep(100);
+			}
+			catch (InterruptedException ex) {
+				Thread.currentThread().interrupt();
+			}
+			super.write(offset, src, fua);
+		}
+
+	}
+
+}

@@ -1,0 +1,125 @@
+package dev.nbd.sample;
+
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.RandomAccessFile;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import dev.nbd.sample.support.SampleAppProcess;
+import dev.nbd.testsupport.ExternalTool;
+import dev.nbd.testsupport.MultiConnProbe;
+import dev.nbd.testsupport.Processes;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * Durability of the file export checked from outside the JVM. The sample app runs under
+ * {@code strace}: a write answered on connection A, then a FLUSH answered on connection B (and
+ * separately a FUA write) must have caused an {@code fdatasync}/{@code fsync} of the disk image
+ * between the client sending the request and receiving its reply. Then the server is killed with
+ * SIGKILL (no shutdown hook, no final flush) and the bytes are read from the file directly.
+ */
+class FlushDurabilityIT {
+
+	/** Client: prints the request windows (wall clock, seconds) and the data, then waits. */
+	private static final String CLIENT = """
+			import nbd, os, sys, time
+			uri = sys.argv[1]
+			a = nbd.NBD(); a.connect_uri(uri)
+			b = nbd.NBD(); b.connect_uri(uri)
+			assert a.can_multi_conn() and b.can_multi_conn()
+			B = 4096
+			flushed = os.urandom(B)
+			a.pwrite(flushed, 1 << 20)
+			t0 = time.time(); b.flush(); t1 = time.time()
+			print("flush", repr(t0), repr(t1), 1 << 20, flushed.hex(), flush=True)
+			fua = os.urandom(B)
+			t2 = time.time(); a.pwrite(fua, 2 << 20, nbd.CMD_FLAG_FUA); t3 = time.time()
+			print("fua", repr(t2), repr(t3), 2 << 20, fua.hex(), flush=True)
+			print("done", flush=True)
+			sys.stdin.read()
+			""";
+
+	/** {@code PID SECONDS.MICROS fdatasync(FD</path>) = 0} as written by strace -f -ttt -y. */
+	private static final Pattern SYNC = Pattern
+		.compile("^\\d+\\s+(\\d+\\.\\d+)\\s+(fdatasync|fsync)\\((\\d+)<([^>]*)>\\)\\s+=\\s+0");
+
+	@TempDir
+	Path data;
+
+	record Window(double from, double to, long offset, byte[] bytes) {
+	}
+
+	@Test
+	void answeredFlushAndFuaReachTheDiskBeforeTheReply() throws Exception {
+		Path strace = ExternalTool.require("strace");
+		MultiConnProbe.requireLibnbdPython();
+		Path trace = this.data.resolve("strace.out");
+		// seccomp-bpf stops the JVM only at the traced calls, so it runs at nearly full speed.
+		SampleAppProcess app = SampleAppProcess.startWrapped(this.data, List.of(strace.toString(), "-f",
+				"--seccomp-bpf", "-ttt", "-y", "-e", "trace=fdatasync,fsync", "-o", trace.toString()));
+		Map<String, Window> windows = new HashMap<>();
+		Process client = Processes
+			.builder(List.of("/usr/bin/python3", "-c", CLIENT, app.uri("disk")))
+			.redirectError(ProcessBuilder.Redirect.INHERIT)
+			.start();
+		try {
+			BufferedReader out = new BufferedReader(new InputStreamReader(client.getInputStream(), StandardCharsets.UTF_8));
+			String line;
+			while ((line = out.readLine()) != null && !line.equals("done")) {
+				String[] f = line.split(" ");
+				windows.put(f[0], new Window(Double.parseDouble(f[1]), Double.parseDouble(f[2]), Long.parseLong(f[3]),
+						HexFormat.of().parseHex(f[4])));
+			}
+			assertThat(line).as("client finished its writes\n" + app.log()).isEqualTo("done");
+			// Connections still open, nothing flushed by a disconnect or a shutdown hook.
+			app.kill9();
+		}
+		finally {
+			client.destroyForcibly();
+			client.waitFor(10, TimeUnit.SECONDS);
+			app.close();
+		}
+		Path disk = this.data.resolve("disk.img");
+		for (Window w : windows.values()) {
+			assertThat(readFile(disk, w.offset(), w.bytes().length)).isEqualTo(w.bytes());
+		}
+		List<double[]> syncs = new ArrayList<>();
+		for (String l : Files.readAllLines(trace)) {
+			Matcher m = SYNC.matcher(l);
+			if (m.find() && m.group(4).endsWith("/disk.img")) {
+				syncs.add(new double[] { Double.parseDouble(m.group(1)) });
+			}
+		}
+		String traced = Files.readString(trace);
+		for (String kind : List.of("flush", "fua")) {
+			Window w = windows.get(kind);
+			assertThat(syncs).as(kind + ": a sync of disk.img between " + w.from() + " and " + w.to() + " in\n" + traced)
+				.anyMatch(s -> s[0] >= w.from() && s[0] <= w.to());
+		}
+	}
+
+	private static byte[] readFile(Path file, long offset, int length) throws IOException {
+		try (RandomAccessFile f = new RandomAccessFile(file.toFile(), "r")) {
+			byte[] b = new byte[length];
+			f.seek(offset);
+			f.readFully(b);
+			return b;
+		}
+	}
+
+}
