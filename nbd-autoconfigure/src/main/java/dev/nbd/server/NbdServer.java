@@ -128,7 +128,7 @@ public final class NbdServer {
 			.option(ChannelOption.SO_REUSEADDR, true)
 			.childOption(ChannelOption.TCP_NODELAY, true)
 			.childOption(ChannelOption.SO_KEEPALIVE, true)
-			.childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, writeBufferWaterMark(this.config))
+			.childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, new WriteBufferWaterMark(1 << 20, 4 << 20))
 			.childHandler(new ChannelInitializer<SocketChannel>() {
 				@Override
 				protected void initChannel(SocketChannel ch) {
@@ -361,17 +361,6 @@ public final class NbdServer {
 			return this.exports.values().stream().findFirst().orElse(null);
 		}
 		return this.exports.get(name);
-	}
-
-	/**
-	 * Replies queued beyond the high mark stop reading from the socket until they drain to the
-	 * low mark. Both must sit well above a full pipeline of large reads (e.g. 8 x 1 MiB), or the
-	 * client's queue runs dry while we wait; half the in-flight byte budget keeps one slow
-	 * reader's memory within what that budget already allows.
-	 */
-	static WriteBufferWaterMark writeBufferWaterMark(NbdServerConfig config) {
-		int high = (int) Math.min(Integer.MAX_VALUE, Math.max(4L << 20, config.maxInFlightBytes() / 2));
-		return new WriteBufferWaterMark(high / 2, high);
 	}
 
 	private static Transport resolveTransport(Transport requested) {
