@@ -264,10 +264,7 @@ except Exception:
     print("- -"); sys.exit()
 if "exports" in e:
     e = e["exports"][0]
-f = e.get("flush", {}) if isinstance(e.get("flush"), dict) else {}
-req = f.get("requests", f.get("count", e.get("flushRequests", "-")))
-syncs = f.get("syncs", f.get("backendSyncs", e.get("backendSyncs", "-")))
-print(req, syncs)' 2>/dev/null || echo "- -"
+print(e.get("flushRequests", "-"), e.get("backendSyncs", "-"))' 2>/dev/null || echo "- -"
 }
 
 # Workloads of the main part: name and fio arguments.
