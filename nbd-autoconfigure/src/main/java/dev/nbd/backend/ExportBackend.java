@@ -2,6 +2,7 @@ package dev.nbd.backend;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 
 import dev.nbd.protocol.NbdError;
 
@@ -113,6 +114,20 @@ public interface ExportBackend {
 	/** Preferred I/O size (a hint to clients). Power of two, at least 512. */
 	default int preferredBlockSize() {
 		return 4096;
+	}
+
+	/**
+	 * A file holding the export's bytes at the same offsets, or null (the default). When set,
+	 * the server treats reads and plain writes as cheap (page cache) and runs them on its
+	 * network thread instead of handing them to a worker: READ straight from this file (small
+	 * ones with one {@code pread}, large ones with {@code sendfile} when TLS is off, never
+	 * calling {@link #read}), WRITE through {@link #write}. Flushes, FUA writes and zeroing still
+	 * go to workers. The cost: an I/O that misses the page cache, or a write throttled by the
+	 * kernel's dirty-page limits, holds that network thread and the connections it serves, so
+	 * backends on slow storage should return null. The file must be at least {@link #size()} long.
+	 */
+	default FileChannel servedFile() {
+		return null;
 	}
 
 	/** Read {@code dst.remaining()} bytes at {@code offset} into {@code dst}. */

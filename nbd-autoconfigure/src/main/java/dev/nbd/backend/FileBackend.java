@@ -113,6 +113,12 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 		return true;
 	}
 
+	/** This file: reads and plain writes run on the server's network threads (see the interface). */
+	@Override
+	public FileChannel servedFile() {
+		return this.channel;
+	}
+
 	@Override
 	public void read(long offset, ByteBuffer dst) throws IOException {
 		while (dst.hasRemaining()) {

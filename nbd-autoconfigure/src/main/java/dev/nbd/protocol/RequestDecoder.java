@@ -11,6 +11,10 @@ import io.netty.handler.codec.ByteToMessageDecoder;
  * length exceeds {@code maxPayload} is not buffered: its bytes are discarded as they arrive and
  * the request is passed on without payload, so the server can answer it with an error and keep
  * the connection in sync. A bad magic cannot be resynchronised and ends the stream.
+ *
+ * <p>A payload that has fully arrived is passed on as a slice of the received bytes (no copy);
+ * one still arriving is gathered into a buffer of its own, so the decoder's cumulation is not
+ * grown and copied again with every socket read of a large WRITE.
  */
 public class RequestDecoder extends ByteToMessageDecoder {
 
@@ -33,6 +37,9 @@ public class RequestDecoder extends ByteToMessageDecoder {
 	private long length;
 
 	private long toSkip;
+
+	/** Payload of the WRITE being gathered, or null. */
+	private ByteBuf payload;
 
 	public RequestDecoder(int maxPayload) {
 		this.maxPayload = maxPayload;
@@ -76,13 +83,27 @@ public class RequestDecoder extends ByteToMessageDecoder {
 					}
 				}
 				case PAYLOAD -> {
-					if (in.readableBytes() < this.length) {
-						return;
+					ByteBuf data;
+					if (this.payload == null && in.readableBytes() >= this.length) {
+						data = in.readRetainedSlice((int) this.length);
 					}
-					ByteBuf payload = in.readRetainedSlice((int) this.length);
+					else {
+						if (this.payload == null) {
+							if (!in.isReadable()) {
+								return;
+							}
+							this.payload = ctx.alloc().directBuffer((int) this.length);
+						}
+						this.payload.writeBytes(in, Math.min(in.readableBytes(), this.payload.writableBytes()));
+						if (this.payload.isWritable()) {
+							return;
+						}
+						data = this.payload;
+						this.payload = null;
+					}
 					this.state = State.HEADER;
 					out.add(new ProtocolMessage.Request(this.flags, this.type, this.cookie, this.offset, this.length,
-							payload));
+							data));
 				}
 				case SKIP -> {
 					int n = (int) Math.min(in.readableBytes(), this.toSkip);
@@ -100,6 +121,14 @@ public class RequestDecoder extends ByteToMessageDecoder {
 					return;
 				}
 			}
+		}
+	}
+
+	@Override
+	protected void handlerRemoved0(ChannelHandlerContext ctx) {
+		if (this.payload != null) {
+			this.payload.release();
+			this.payload = null;
 		}
 	}
 

@@ -1,6 +1,9 @@
 package dev.nbd.server;
 
+import java.io.EOFException;
+import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
@@ -20,6 +23,7 @@ import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufAllocator;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
+import io.netty.channel.DefaultFileRegion;
 import io.netty.handler.timeout.IdleStateEvent;
 import io.netty.util.ReferenceCountUtil;
 
@@ -44,6 +48,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	private static final int MAX_EXTENTS = 1 << 16;
 
+	/** Reads from a backend's file at least this long go out with sendfile (when TLS is off). */
+	private static final int SENDFILE_MIN = 64 * 1024;
+
 	private final NbdServer server;
 
 	private final NbdConnection connection;
@@ -65,6 +72,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	private final long maxInFlightBytes;
 
 	private final int maxPayload;
+
+	/** The backend's file when reads and plain writes run on this thread, else null. */
+	private final FileChannel servedFile;
 
 	private final ArrayDeque<ProtocolMessage.Request> queue = new ArrayDeque<>();
 
@@ -94,6 +104,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		this.maxInFlight = server.config().maxInFlight();
 		this.maxInFlightBytes = server.config().maxInFlightBytes();
 		this.maxPayload = server.config().maxPayload();
+		this.servedFile = view.servedFile();
 	}
 
 	@Override
@@ -249,6 +260,18 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			execute(r, cost, startNanos);
 			return;
 		}
+		// Large reads under TLS cannot use sendfile: they take the worker path like other backends.
+		if (r.type() == NbdProtocol.CMD_READ && this.servedFile != null
+				&& (r.length() < SENDFILE_MIN || !this.connection.tls())
+				&& !(this.structured && !r.hasFlag(NbdProtocol.CMD_FLAG_DF) && this.view.canExtents())) {
+			readFromFile(r, cost, startNanos);
+			return;
+		}
+		if (r.type() == NbdProtocol.CMD_WRITE && this.servedFile != null && !r.hasFlag(NbdProtocol.CMD_FLAG_FUA)) {
+			// A page-cache write: cheaper than two thread hand-offs.
+			execute(r, cost, startNanos);
+			return;
+		}
 		try {
 			this.server.blockingExecutor().execute(() -> execute(r, cost, startNanos));
 		}
@@ -332,6 +355,53 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			return NbdError.EINVAL;
 		}
 		return null;
+	}
+
+	/**
+	 * A READ served from the backend's file on this thread, with no worker hand-off: small
+	 * reads with one pread into the reply buffer (header and data together), large ones (TLS
+	 * off) by sendfile, so the data never passes through the JVM.
+	 */
+	private void readFromFile(ProtocolMessage.Request r, long cost, long startNanos) {
+		int length = (int) r.length();
+		long offset = r.offset();
+		r.release();
+		int headerLength = this.structured ? 28 : 16;
+		boolean sendfile = length >= SENDFILE_MIN;
+		ByteBuf reply = this.ctx.alloc().directBuffer(headerLength + (sendfile ? 0 : length));
+		if (this.structured) {
+			NbdEncoder.writeChunkHeader(reply, NbdProtocol.REPLY_FLAG_DONE, NbdProtocol.REPLY_TYPE_OFFSET_DATA,
+					r.cookie(), 8 + length);
+			reply.writeLong(offset);
+		}
+		else {
+			NbdEncoder.writeSimpleReply(reply, r.cookie(), 0);
+		}
+		if (sendfile) {
+			// Retained once more: Netty releases a region once sent, which would close the shared file.
+			done(r, cost, startNanos, List.of(reply, new DefaultFileRegion(this.servedFile, offset, length).retain()),
+					null, length);
+			return;
+		}
+		try {
+			ByteBuffer dst = reply.internalNioBuffer(headerLength, length);
+			long position = offset;
+			while (dst.hasRemaining()) {
+				int n = this.servedFile.read(dst, position);
+				if (n < 0) {
+					throw new EOFException("file shorter than the export");
+				}
+				position += n;
+			}
+			reply.writerIndex(headerLength + length);
+		}
+		catch (IOException ex) {
+			reply.release();
+			logFailure(r, ex);
+			done(r, cost, startNanos, errorReply(r, NbdError.EIO, null), NbdError.EIO, 0);
+			return;
+		}
+		done(r, cost, startNanos, List.of(reply), null, length);
 	}
 
 	/** Runs a validated request; on a worker thread for blocking backends. */
@@ -437,14 +507,11 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		ByteBufAllocator alloc = this.ctx.alloc();
 		int length = (int) r.length();
 		if (!this.structured) {
-			ByteBuf header = alloc.directBuffer(16);
-			NbdEncoder.writeSimpleReply(header, r.cookie(), 0);
-			return List.of(header, readData(alloc, r.offset(), length));
+			return dataReply(alloc, r.cookie(), false, true, r.offset(), length);
 		}
 		boolean df = r.hasFlag(NbdProtocol.CMD_FLAG_DF);
 		if (df || !this.view.canExtents()) {
-			return List.of(NbdEncoder.dataChunkHeader(alloc, r.cookie(), true, r.offset(), length),
-					readData(alloc, r.offset(), length));
+			return dataReply(alloc, r.cookie(), true, true, r.offset(), length);
 		}
 		// Holes go out as OFFSET_HOLE chunks: no zero bytes on the wire.
 		List<long[]> extents = new ArrayList<>();
@@ -467,15 +534,13 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 					out.add(NbdEncoder.holeChunk(alloc, r.cookie(), last, pos, (int) len));
 				}
 				else {
-					out.add(NbdEncoder.dataChunkHeader(alloc, r.cookie(), last, pos, (int) len));
-					out.add(readData(alloc, pos, (int) len));
+					out.addAll(dataReply(alloc, r.cookie(), true, last, pos, (int) len));
 				}
 				pos += len;
 			}
 			if (pos < end) {
 				// The backend reported less than asked: read the rest as data.
-				out.add(NbdEncoder.dataChunkHeader(alloc, r.cookie(), true, pos, (int) (end - pos)));
-				out.add(readData(alloc, pos, (int) (end - pos)));
+				out.addAll(dataReply(alloc, r.cookie(), true, true, pos, (int) (end - pos)));
 			}
 		}
 		catch (Exception | Error ex) {
@@ -483,6 +548,44 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			throw ex;
 		}
 		return out;
+	}
+
+	/**
+	 * A simple reply or OFFSET_DATA chunk with its data. Small ones are one buffer (one
+	 * allocation, one iovec); large ones keep the data in a buffer of exactly its size, which the
+	 * pooled allocator serves up to 1 MiB, where header plus data would not be pooled.
+	 */
+	private List<ByteBuf> dataReply(ByteBufAllocator alloc, long cookie, boolean chunk, boolean last, long offset,
+			int length) throws Exception {
+		int headerLength = chunk ? 28 : 16;
+		boolean together = length < SENDFILE_MIN;
+		ByteBuf header = alloc.directBuffer(headerLength + (together ? length : 0));
+		if (chunk) {
+			NbdEncoder.writeChunkHeader(header, last ? NbdProtocol.REPLY_FLAG_DONE : 0,
+					NbdProtocol.REPLY_TYPE_OFFSET_DATA, cookie, 8 + length);
+			header.writeLong(offset);
+		}
+		else {
+			NbdEncoder.writeSimpleReply(header, cookie, 0);
+		}
+		if (!together) {
+			try {
+				return List.of(header, readData(alloc, offset, length));
+			}
+			catch (Exception | Error ex) {
+				header.release();
+				throw ex;
+			}
+		}
+		try {
+			this.view.read(offset, header.internalNioBuffer(headerLength, length));
+			header.writerIndex(headerLength + length);
+			return List.of(header);
+		}
+		catch (Exception | Error ex) {
+			header.release();
+			throw ex;
+		}
 	}
 
 	private ByteBuf readData(ByteBufAllocator alloc, long offset, int length) throws Exception {
@@ -576,7 +679,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	/** On the event loop: account, reply, and let the next requests in. */
-	private void done(ProtocolMessage.Request r, long cost, long startNanos, List<ByteBuf> reply, NbdError error,
+	private void done(ProtocolMessage.Request r, long cost, long startNanos, List<?> reply, NbdError error,
 			long bytes) {
 		this.running--;
 		this.runningBytes -= cost;
@@ -585,13 +688,13 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		updateAutoRead();
 	}
 
-	private void finish(ProtocolMessage.Request r, long startNanos, List<ByteBuf> reply, NbdError error, long bytes) {
+	private void finish(ProtocolMessage.Request r, long startNanos, List<?> reply, NbdError error, long bytes) {
 		if (!this.ctx.channel().isActive() || this.server.repliesStopped()) {
-			reply.forEach(ByteBuf::release);
+			reply.forEach(ReferenceCountUtil::release);
 			this.ctx.close();
 		}
 		else {
-			for (ByteBuf b : reply) {
+			for (Object b : reply) {
 				this.ctx.write(b, this.ctx.voidPromise());
 			}
 			this.ctx.flush();

@@ -1,0 +1,480 @@
+#!/usr/bin/env bash
+# NBD benchmark: the sample app side by side with the NBD servers from Debian packages.
+#
+# Usage (after `mvn -B package -DskipTests` at the repository root):
+#   bench/run.sh                 # everything but profile, default budget (about 13 minutes on 2 cores)
+#   ROUNDS=5 RUNTIME=10 bench/run.sh main copy
+#
+# Parts (arguments; default all but profile): start (start-up time and RSS), main (fio
+# workloads), copy (nbdcopy), flush (1/2/4/8 connections with and without flushes), metrics
+# (metrics on vs off), profile (JFR recordings of the app under a few workloads, summarised by
+# bench/jfr_top.py into profile-*.txt).
+#
+# Servers, all on 127.0.0.1 with free ports, started once and kept for the whole run:
+#   app          the sample app jar: export `mem` (memory backend) and `disk` (file backend)
+#   nbdkit-mem   nbdkit memory plugin, size=1G
+#   nbdkit-null  nbdkit null plugin: moves no data, the protocol ceiling
+#   nbdkit-file  nbdkit file plugin on the same file as the app's `disk`
+#   qemu-mem     qemu-nbd -f raw -t -e 8 on a tmpfs file;  qemu-file: same on the disk file
+#   nbdsrv-mem   nbd-server (one process, config written here) on a tmpfs file; nbdsrv-file: disk file
+# The disk file lives in a temporary directory under $BENCH_TMPDIR (default /var/tmp: a real
+# disk, not tmpfs), the tmpfs files under /dev/shm. Every image is first filled with the same
+# 1 GiB of random data, so reads move real data (the app's memory export would otherwise answer
+# unwritten ranges with holes).
+#
+# Method: each part runs ROUNDS rounds; in each round every workload runs once on every server,
+# servers in a fresh random order per workload, so slow phases of a shared machine hit all
+# servers alike. Reported figures are medians over rounds.
+#
+# Environment:
+#   ROUNDS (3)  RUNTIME (2, seconds per fio run)  RAMP (0, fio ramp seconds; the images are
+#   filled and every server warmed up before the first round)
+#   COPY_DIRS ("write": nbdcopy into the server; add "read" for server -> null:)
+#   FLUSH_ROUNDS (1)  FSYNC_EVERY (32 writes per flush for the "with flushes" runs)
+#   JAR (sample-app/target/sample-app-*.jar)  BENCH_TMPDIR (/var/tmp)  RESULTS (bench/results)
+#   APP_JAVA_OPTS (extra JVM options, e.g. a JFR recording)  APP_ARGS (extra app arguments)
+#   DOCS (1: also write docs/benchmark-results.json and docs/benchmark.png)
+#
+# Output: a table on stdout, bench/results/<timestamp>/ (raw fio JSON, records.jsonl,
+# summary.json), and with DOCS=1 docs/benchmark-results.json and docs/benchmark.png.
+# Needs: java, fio (with the nbd engine), nbdkit, qemu-nbd (qemu-utils), nbd-server, nbdcopy and
+# nbdinfo (libnbd-bin), python3-libnbd, curl; python3-matplotlib for the picture (else skipped).
+
+set -euo pipefail
+
+ROOT=${BENCH_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
+ROUNDS=${ROUNDS:-3}
+RUNTIME=${RUNTIME:-2}
+RAMP=${RAMP:-0}
+COPY_DIRS=${COPY_DIRS:-write}
+FLUSH_ROUNDS=${FLUSH_ROUNDS:-1}
+FSYNC_EVERY=${FSYNC_EVERY:-32}
+BENCH_TMPDIR=${BENCH_TMPDIR:-/var/tmp}
+DOCS=${DOCS:-1}
+PY=/usr/bin/python3   # Debian's python3: has python3-libnbd and python3-matplotlib
+PARTS=("$@")
+[ ${#PARTS[@]} -gt 0 ] || PARTS=(start main copy flush metrics)
+if [ "${PARTS[*]}" = profile ]; then DOCS=0; fi
+
+JAR=${JAR:-$(ls "$ROOT"/sample-app/target/sample-app-*.jar 2>/dev/null | grep -v -e sources -e original | head -1 || true)}
+[ -n "$JAR" ] && [ -f "$JAR" ] || { echo "No sample app jar: run 'mvn -B package -DskipTests' first" >&2; exit 1; }
+# spring-boot:repackage keeps an old jar when only a library module changed: say so.
+newest_lib=$(ls -t "$ROOT"/nbd-autoconfigure/target/nbd-autoconfigure-*.jar 2>/dev/null | grep -v tests | head -1 || true)
+if [ -n "$newest_lib" ] && [ "$newest_lib" -nt "$JAR" ]; then
+	echo "warning: $JAR is older than $newest_lib; delete it and run mvn package again to benchmark current code" >&2
+fi
+for tool in java fio nbdkit qemu-nbd nbd-server nbdcopy nbdinfo curl; do
+	command -v "$tool" >/dev/null || { echo "missing $tool (see the Debian packages listed in bench/run.sh)" >&2; exit 1; }
+done
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=${RESULTS:-$ROOT/bench/results}/$STAMP
+mkdir -p "$OUT/raw"
+RECORDS=$OUT/records.jsonl
+: > "$RECORDS"
+WORK=$(mktemp -d "$BENCH_TMPDIR/nbd-bench.XXXXXX")
+SHM=$(mktemp -d /dev/shm/nbd-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+	for pid in "${PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$WORK" "$SHM"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+free_port() {
+	$PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Records one measurement as a JSON line: record key=value... (numbers stay numbers).
+record() {
+	$PY - "$@" >> "$RECORDS" <<'EOF'
+import json, sys
+rec = {}
+for kv in sys.argv[1:]:
+    k, v = kv.split("=", 1)
+    try:
+        rec[k] = int(v)
+    except ValueError:
+        try:
+            rec[k] = float(v)
+        except ValueError:
+            rec[k] = v
+print(json.dumps(rec))
+EOF
+}
+
+wait_nbd() { # uri [timeout seconds]
+	local deadline=$((SECONDS + ${2:-60}))
+	until nbdinfo --size "$1" >/dev/null 2>&1; do
+		[ $SECONDS -lt $deadline ] || { echo "server at $1 did not come up" >&2; return 1; }
+		sleep 0.1
+	done
+}
+
+declare -A URI     # server/export -> nbd URI
+declare -A HTTP    # app instance -> actuator base URL
+declare -A APP_PID
+declare -A SERVER_PID # server -> pid whose CPU time (with reaped children) is the server's
+
+start_app() { # name [extra args...]
+	local name=$1
+	shift
+	local port http
+	port=$(free_port)
+	http=$(free_port)
+	mkdir -p "$WORK/$name"
+	# shellcheck disable=SC2086
+	(cd "$WORK/$name" && exec java ${APP_JAVA_OPTS:-} -jar "$JAR" --nbd.server.port="$port" --server.port="$http" \
+		--nbd.exports.disk.path="$WORK/disk.img" ${APP_ARGS:-} "$@") > "$OUT/$name.log" 2>&1 &
+	PIDS+=($!)
+	APP_PID[$name]=$!
+	SERVER_PID[$name]=$!
+	URI[$name/mem]="nbd://127.0.0.1:$port/mem"
+	URI[$name/disk]="nbd://127.0.0.1:$port/disk"
+	URI[$name/big]="nbd://127.0.0.1:$port/big"
+	HTTP[$name]="http://127.0.0.1:$http"
+}
+
+start_peers() {
+	local p
+	p=$(free_port); nbdkit -f -i 127.0.0.1 -p "$p" memory size=1G > "$OUT/nbdkit-mem.log" 2>&1 &
+	PIDS+=($!); SERVER_PID[nbdkit-mem]=$!; URI[nbdkit-mem/mem]="nbd://127.0.0.1:$p/"
+	p=$(free_port); nbdkit -f -i 127.0.0.1 -p "$p" null size=1G > "$OUT/nbdkit-null.log" 2>&1 &
+	PIDS+=($!); SERVER_PID[nbdkit-null]=$!; URI[nbdkit-null/mem]="nbd://127.0.0.1:$p/"; URI[nbdkit-null/disk]=${URI[nbdkit-null/mem]}
+	p=$(free_port); nbdkit -f -i 127.0.0.1 -p "$p" file file="$WORK/disk.img" > "$OUT/nbdkit-file.log" 2>&1 &
+	PIDS+=($!); SERVER_PID[nbdkit-file]=$!; URI[nbdkit-file/disk]="nbd://127.0.0.1:$p/"
+	truncate -s 1G "$SHM/qemu-mem.img" "$SHM/nbdsrv-mem.img"
+	p=$(free_port); qemu-nbd -f raw -t -e 8 -b 127.0.0.1 -p "$p" -x mem "$SHM/qemu-mem.img" > "$OUT/qemu-mem.log" 2>&1 &
+	PIDS+=($!); SERVER_PID[qemu-mem]=$!; URI[qemu-mem/mem]="nbd://127.0.0.1:$p/mem"
+	p=$(free_port); qemu-nbd -f raw -t -e 8 -b 127.0.0.1 -p "$p" -x disk "$WORK/disk.img" > "$OUT/qemu-file.log" 2>&1 &
+	PIDS+=($!); SERVER_PID[qemu-file]=$!; URI[qemu-file/disk]="nbd://127.0.0.1:$p/disk"
+	p=$(free_port)
+	cat > "$WORK/nbd-server.conf" <<EOF
+[generic]
+	listenaddr = 127.0.0.1
+	port = $p
+	allowlist = false
+[mem]
+	exportname = $SHM/nbdsrv-mem.img
+	flush = true
+	fua = true
+[disk]
+	exportname = $WORK/disk.img
+	flush = true
+	fua = true
+EOF
+	# nbd-server's foreground flag (-d) serves one client only: let it daemonise, keep its pid.
+	nbd-server -C "$WORK/nbd-server.conf" -p "$WORK/nbd-server.pid" > "$OUT/nbd-server.log" 2>&1
+	local deadline=$((SECONDS + 10))
+	until [ -s "$WORK/nbd-server.pid" ]; do
+		[ $SECONDS -lt $deadline ] || { echo "nbd-server did not start (see $OUT/nbd-server.log)" >&2; return 1; }
+		sleep 0.1
+	done
+	PIDS+=("$(cat "$WORK/nbd-server.pid")")
+	SERVER_PID[nbdsrv-mem]=$(cat "$WORK/nbd-server.pid"); SERVER_PID[nbdsrv-file]=${SERVER_PID[nbdsrv-mem]}
+	URI[nbdsrv-mem/mem]="nbd://127.0.0.1:$p/mem"; URI[nbdsrv-file/disk]="nbd://127.0.0.1:$p/disk"
+}
+
+MEM_SERVERS=(app nbdkit-mem qemu-mem nbdsrv-mem nbdkit-null)
+DISK_SERVERS=(app nbdkit-file qemu-file nbdsrv-file)
+
+shuffled() { printf '%s\n' "$@" | shuf; }
+
+# CPU time (user+system, including reaped children, e.g. nbd-server's per-connection
+# processes) of a server, in clock ticks.
+cpu_ticks() { awk '{print $14+$15+$16+$17}' "/proc/${SERVER_PID[$1]}/stat" 2>/dev/null || echo 0; }
+
+# One fio run; records iops, bandwidth, latency and the server's CPU time per request.
+# fio_run set export workload server round file args...
+fio_run() {
+	local set=$1 export=$2 workload=$3 server=$4 round=$5 file=$6
+	shift 6
+	local uri=${URI[$server/$export]} cpu0 cpu1
+	cpu0=$(cpu_ticks "$server")
+	if ! fio --name="$workload" --ioengine=nbd --uri="$uri" --time_based --runtime="$RUNTIME" \
+		--ramp_time="$RAMP" --group_reporting --output-format=json --output="$file" "$@" > /dev/null 2>"$file.err"; then
+		log "fio failed: $server $export $workload (see $file.err)"
+		return 0
+	fi
+	cpu1=$(cpu_ticks "$server")
+	$PY - "$file" "set=$set" "export=$export" "workload=$workload" "server=$server" "round=$round" \
+		"cpu_ticks=$((cpu1 - cpu0))" "runtime=$RUNTIME" "ramp=$RAMP" >> "$RECORDS" <<'EOF'
+import json, os, sys
+job = json.load(open(sys.argv[1]))["jobs"][0]
+rec = dict(kv.split("=", 1) for kv in sys.argv[2:])
+rec["round"] = int(rec["round"])
+ticks = int(rec.pop("cpu_ticks"))
+runtime, ramp = float(rec.pop("runtime")), float(rec.pop("ramp"))
+iops = bw = 0.0
+p99 = mean = 0.0
+for d in ("read", "write"):
+    s = job[d]
+    if s["total_ios"] > 0:
+        iops += s["iops"]
+        bw += s["bw_bytes"]
+        p99 = max(p99, s["clat_ns"].get("percentile", {}).get("99.000000", 0) / 1000)
+        mean = max(mean, s["clat_ns"]["mean"] / 1000)
+sync = job.get("sync", {})
+ios = job["read"]["total_ios"] + job["write"]["total_ios"]
+# The server's CPU also covers fio's ramp time: count its requests at the measured rate.
+total = ios * (runtime + ramp) / runtime
+rec.update(iops=iops, bw_bytes=bw, p99_us=p99, mean_us=mean, syncs=sync.get("total_ios", 0),
+           cpu_us_per_op=ticks / os.sysconf("SC_CLK_TCK") * 1e6 / total if total else None)
+print(json.dumps(rec))
+EOF
+}
+
+# One nbdcopy run: copy_run set export workload server round direction connections [extra nbdcopy args]
+copy_run() {
+	local set=$1 export=$2 workload=$3 server=$4 round=$5 direction=$6 conns=$7
+	shift 7
+	local uri=${URI[$server/$export]} t0 t1 rc=0
+	t0=$(date +%s%N)
+	if [ "$direction" = write ]; then
+		nbdcopy -C "$conns" "$@" "$SHM/src.img" "$uri" 2>"$OUT/raw/copy.err" || rc=$?
+	else
+		nbdcopy -C "$conns" --no-extents "$@" "$uri" null: 2>"$OUT/raw/copy.err" || rc=$?
+	fi
+	t1=$(date +%s%N)
+	if [ $rc -ne 0 ]; then
+		log "nbdcopy failed: $server $export $workload"
+		return 0
+	fi
+	record "set=$set" "export=$export" "workload=$workload" "server=$server" "round=$round" \
+		"seconds=$(awk "BEGIN{print ($t1-$t0)/1e9}")" "bw_bytes=$(awk "BEGIN{print 1073741824/(($t1-$t0)/1e9)}")"
+}
+
+# Flush requests and backend syncs the app counted for an export, from /actuator/nbd, as
+# "requests syncs"; "- -" when the endpoint or the fields are not there (yet).
+flush_counts() { # app export
+	curl -fsS "${HTTP[$1]}/actuator/nbd/$2" 2>/dev/null | $PY -c '
+import json, sys
+try:
+    e = json.load(sys.stdin)
+except Exception:
+    print("- -"); sys.exit()
+if "exports" in e:
+    e = e["exports"][0]
+print(e.get("flushRequests", "-"), e.get("backendSyncs", "-"))' 2>/dev/null || echo "- -"
+}
+
+# Workloads of the main part: name and fio arguments.
+declare -A FIO_ARGS=(
+	[randread-4k-qd1]="--rw=randread --bs=4k --iodepth=1"
+	[randread-4k-qd32]="--rw=randread --bs=4k --iodepth=32"
+	[randwrite-4k-qd1]="--rw=randwrite --bs=4k --iodepth=1"
+	[randwrite-4k-qd32]="--rw=randwrite --bs=4k --iodepth=32"
+	[randread-4k-4conn]="--rw=randread --bs=4k --iodepth=8 --numjobs=4"
+	[read-1m-qd8]="--rw=read --bs=1m --iodepth=8"
+	[write-1m-qd8]="--rw=write --bs=1m --iodepth=8"
+)
+WORKLOADS=(randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 randread-4k-4conn read-1m-qd8 write-1m-qd8)
+
+has_part() { local p; for p in "${PARTS[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
+
+log "results in $OUT; work files in $WORK and $SHM"
+$PY - > "$OUT/machine.json" <<EOF
+import json, os, platform, subprocess
+def sh(c):
+    try:
+        return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception:
+        return ""
+print(json.dumps({
+    "cpus": os.cpu_count(),
+    "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip(),
+    "memory": sh("free -h | awk '/Mem:/{print \$2}'"),
+    "kernel": platform.release(),
+    "java": sh("java -version 2>&1 | head -1"),
+    "fio": sh("fio --version"),
+    "nbdkit": sh("nbdkit --version"),
+    "qemu-nbd": sh("qemu-nbd --version | head -1"),
+    "nbd-server": sh("nbd-server -V 2>&1 | head -1"),
+    "libnbd": sh("nbdcopy --version | tail -1"),
+    "loadavg": open("/proc/loadavg").read().split()[:3],
+    "rounds": $ROUNDS, "runtime_s": $RUNTIME, "ramp_s": $RAMP,
+}))
+EOF
+
+log "generating 1 GiB of random data"
+head -c 1G /dev/urandom > "$SHM/src.img"
+truncate -s 1G "$WORK/disk.img"
+
+# --- start: time to first served request, RSS after writing 256 MiB into a 16 GiB export ---
+if has_part start; then
+	log "start-up and memory"
+	t0=$(date +%s%N)
+	start_app app-start --nbd.exports.big.type=memory --nbd.exports.big.size=16GB
+	first=$($PY "$ROOT/bench/first_request.py" "${URI[app-start/big]}" "$t0" 120)
+	pid=${APP_PID[app-start]}
+	rss0=$(awk '/VmRSS/{print $2*1024}' "/proc/$pid/status")
+	fio --name=fill --ioengine=nbd --uri="${URI[app-start/big]}" --rw=write --bs=1m --iodepth=8 --size=256m \
+		--offset=4g --output-format=json --output="$OUT/raw/start-fill.json" > /dev/null 2>&1
+	sleep 1
+	rss1=$(awk '/VmRSS/{print $2*1024}' "/proc/$pid/status")
+	record set=start server=app first_request_s="$first" rss_before="$rss0" rss_after="$rss1"
+	log "app: first request after ${first}s, RSS $((rss0 >> 20)) MiB -> $((rss1 >> 20)) MiB after writing 256 MiB"
+	kill "$pid"; wait "$pid" 2>/dev/null || true
+	# nbdkit memory for comparison
+	p=$(free_port)
+	t0=$(date +%s%N)
+	nbdkit -f -i 127.0.0.1 -p "$p" memory size=16G > /dev/null 2>&1 &
+	npid=$!
+	PIDS+=($npid)
+	first=$($PY "$ROOT/bench/first_request.py" "nbd://127.0.0.1:$p/" "$t0" 30)
+	rss0=$(awk '/VmRSS/{print $2*1024}' "/proc/$npid/status")
+	fio --name=fill --ioengine=nbd --uri="nbd://127.0.0.1:$p/" --rw=write --bs=1m --iodepth=8 --size=256m \
+		--offset=4g --output-format=json --output="$OUT/raw/start-fill-nbdkit.json" > /dev/null 2>&1
+	sleep 1
+	rss1=$(awk '/VmRSS/{print $2*1024}' "/proc/$npid/status")
+	record set=start server=nbdkit-mem first_request_s="$first" rss_before="$rss0" rss_after="$rss1"
+	kill "$npid"; wait "$npid" 2>/dev/null || true
+fi
+
+if has_part main || has_part copy || has_part flush || has_part metrics; then
+	log "starting servers"
+	start_app app
+	start_peers
+	for key in "${!URI[@]}"; do
+		case $key in app-start/* | */big) continue ;; esac
+		wait_nbd "${URI[$key]}" 120
+	done
+	log "filling every image with the same random data (also warms up the JVM)"
+	for s in app nbdkit-mem qemu-mem nbdsrv-mem; do nbdcopy "$SHM/src.img" "${URI[$s/mem]}"; done
+	for s in app nbdkit-file; do nbdcopy "$SHM/src.img" "${URI[$s/disk]}"; done # one file, shared
+	for s in "${MEM_SERVERS[@]}"; do
+		fio --name=warm --ioengine=nbd --uri="${URI[$s/mem]}" --rw=randrw --bs=4k --iodepth=16 --time_based \
+			--runtime=2 > /dev/null 2>&1 || true
+	done
+	for s in "${!URI[@]}"; do
+		printf '%s\t%s\n' "$s" "$(nbdinfo --can multi-conn "${URI[$s]}" >/dev/null 2>&1 && echo multi-conn || echo single-conn)"
+	done | sort > "$OUT/multiconn.txt"
+fi
+
+if has_part main; then
+	for round in $(seq 1 "$ROUNDS"); do
+		log "main: round $round/$ROUNDS"
+		for export in mem disk; do
+			if [ $export = mem ]; then servers=("${MEM_SERVERS[@]}"); else servers=("${DISK_SERVERS[@]}"); fi
+			for w in "${WORKLOADS[@]}"; do
+				[ $export = disk ] || true
+				for s in $(shuffled "${servers[@]}"); do
+					# shellcheck disable=SC2086
+					fio_run main $export "$w" "$s" "$round" "$OUT/raw/main-$export-$w-$s-$round.json" ${FIO_ARGS[$w]}
+				done
+			done
+		done
+	done
+fi
+
+if has_part copy; then
+	for round in $(seq 1 "$ROUNDS"); do
+		log "copy: round $round/$ROUNDS"
+		for export in mem disk; do
+			if [ $export = mem ]; then servers=("${MEM_SERVERS[@]}"); else servers=("${DISK_SERVERS[@]}"); fi
+			for conns in 1 4; do
+				for dir in $COPY_DIRS; do
+					for s in $(shuffled "${servers[@]}"); do
+						copy_run copy $export "nbdcopy-$dir-${conns}conn" "$s" "$round" $dir $conns
+					done
+				done
+			done
+		done
+	done
+fi
+
+if has_part flush; then
+	# Issue 3: how throughput scales with connections, and what group commit saves.
+	for round in $(seq 1 "$FLUSH_ROUNDS"); do
+		log "flush: round $round/$FLUSH_ROUNDS"
+		for export in mem disk; do
+			if [ $export = mem ]; then peer=nbdkit-mem; else peer=nbdkit-file; fi
+			for conns in 1 2 4 8; do
+				for flush in 0 "$FSYNC_EVERY"; do
+					w="randwrite-4k-${conns}conn-fsync$flush"
+					for s in $(shuffled app $peer); do
+						before=$(flush_counts app $export)
+						fio_run flush $export "$w" "$s" "$round" "$OUT/raw/flush-$export-$w-$s-$round.json" \
+							--rw=randwrite --bs=4k --iodepth=8 --numjobs="$conns" --fsync="$flush"
+						after=$(flush_counts app $export)
+						if [ "$s" = app ]; then
+							record set=flush-counts export=$export workload="$w" server=app round="$round" \
+								before="$before" after="$after"
+						fi
+					done
+				done
+				for flush in "" --flush; do
+					w="nbdcopy-write-${conns}conn${flush:+-flush}"
+					for s in $(shuffled app $peer); do
+						before=$(flush_counts app $export)
+						# shellcheck disable=SC2086
+						copy_run flush $export "$w" "$s" "$round" write "$conns" $flush
+						after=$(flush_counts app $export)
+						if [ "$s" = app ]; then
+							record set=flush-counts export=$export workload="$w" server=app round="$round" \
+								before="$before" after="$after"
+						fi
+					done
+				done
+			done
+		done
+	done
+fi
+
+if has_part metrics; then
+	log "metrics on vs off"
+	start_app app-nometrics --management.metrics.enable.nbd=false
+	wait_nbd "${URI[app-nometrics/mem]}" 120
+	nbdcopy "$SHM/src.img" "${URI[app-nometrics/mem]}"
+	fio --name=warm --ioengine=nbd --uri="${URI[app-nometrics/mem]}" --rw=randrw --bs=4k --iodepth=16 --time_based \
+		--runtime=2 > /dev/null 2>&1 || true
+	if curl -fsS "${HTTP[app]}/actuator/prometheus" 2>/dev/null | grep -q '^nbd_requests_seconds'; then
+		metrics_note="nbd_* meters present; off = --management.metrics.enable.nbd=false"
+	else
+		metrics_note="no nbd_* meters in this build: both instances run without NBD metrics"
+	fi
+	record set=metrics-note note="$metrics_note"
+	for round in $(seq 1 "$ROUNDS"); do
+		for w in randread-4k-qd32 randwrite-4k-qd32 randread-4k-4conn; do
+			for s in $(shuffled app app-nometrics); do
+				# shellcheck disable=SC2086
+				fio_run metrics mem "$w" "$s" "$round" "$OUT/raw/metrics-$w-$s-$round.json" ${FIO_ARGS[$w]}
+			done
+		done
+	done
+fi
+
+if has_part profile; then
+	log "profile: JFR recordings per workload"
+	start_app app-prof
+	wait_nbd "${URI[app-prof/mem]}" 120
+	nbdcopy "$SHM/src.img" "${URI[app-prof/mem]}"
+	nbdcopy "$SHM/src.img" "${URI[app-prof/disk]}"
+	pid=${APP_PID[app-prof]}
+	for spec in "mem randread-4k-qd32" "mem randwrite-4k-qd32" "mem read-1m-qd8" "mem write-1m-qd8" \
+		"disk randread-4k-qd1" "disk randwrite-4k-qd1"; do
+		read -r export w <<< "$spec"
+		# shellcheck disable=SC2086
+		fio --name=warm --ioengine=nbd --uri="${URI[app-prof/$export]}" --time_based --runtime=2 ${FIO_ARGS[$w]} \
+			> /dev/null 2>&1 || true
+		jcmd "$pid" JFR.start name="$w" settings=profile filename="$OUT/profile-$export-$w.jfr" > /dev/null
+		# shellcheck disable=SC2086
+		fio --name=prof --ioengine=nbd --uri="${URI[app-prof/$export]}" --time_based --runtime="$((RUNTIME * 2))" \
+			${FIO_ARGS[$w]} > /dev/null 2>&1 || true
+		jcmd "$pid" JFR.stop name="$w" > /dev/null
+		$PY "$ROOT/bench/jfr_top.py" "$OUT/profile-$export-$w.jfr" nbd- 15 > "$OUT/profile-$export-$w.txt" 2>&1 || true
+		log "profile $export $w: $(head -1 "$OUT/profile-$export-$w.txt")"
+	done
+fi
+
+log "report"
+DOCS=$DOCS $PY "$ROOT/bench/report.py" "$OUT" "$ROOT/docs"

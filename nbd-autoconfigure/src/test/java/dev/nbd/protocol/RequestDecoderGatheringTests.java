@@ -1,0 +1,85 @@
+package dev.nbd.protocol;
+
+import java.util.Random;
+
+import org.junit.jupiter.api.Test;
+
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.ByteBufUtil;
+import io.netty.buffer.Unpooled;
+import io.netty.channel.embedded.EmbeddedChannel;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** Large WRITE payloads gathered across socket reads, and released when the connection ends. */
+class RequestDecoderGatheringTests {
+
+	private static ByteBuf header(int type, long cookie, long offset, int length) {
+		ByteBuf buf = Unpooled.buffer(28);
+		buf.writeInt(NbdProtocol.REQUEST_MAGIC);
+		buf.writeShort(0);
+		buf.writeShort(type);
+		buf.writeLong(cookie);
+		buf.writeLong(offset);
+		buf.writeInt(length);
+		return buf;
+	}
+
+	@Test
+	void largeWriteArrivingInPiecesIsGatheredIntact() {
+		EmbeddedChannel channel = new EmbeddedChannel(new RequestDecoder(32 << 20));
+		byte[] data = new byte[(1 << 20) + 5];
+		new Random(7).nextBytes(data);
+		ByteBuf stream = Unpooled.buffer();
+		stream.writeBytes(header(NbdProtocol.CMD_WRITE, 1, 4096, data.length));
+		stream.writeBytes(data);
+		stream.writeBytes(header(NbdProtocol.CMD_READ, 2, 0, 512));
+		// Odd-sized pieces: headers and payload boundaries fall inside pieces.
+		while (stream.isReadable()) {
+			channel.writeInbound(stream.readRetainedSlice(Math.min(7001, stream.readableBytes())));
+		}
+		stream.release();
+		ProtocolMessage.Request write = channel.readInbound();
+		assertThat(write.type()).isEqualTo(NbdProtocol.CMD_WRITE);
+		assertThat(write.offset()).isEqualTo(4096);
+		assertThat(ByteBufUtil.getBytes(write.payload())).isEqualTo(data);
+		write.release();
+		ProtocolMessage.Request read = channel.readInbound();
+		assertThat(read.type()).isEqualTo(NbdProtocol.CMD_READ);
+		assertThat(read.cookie()).isEqualTo(2);
+		assertThat((Object) channel.readInbound()).isNull();
+		assertThat(channel.finishAndReleaseAll()).isFalse();
+	}
+
+	@Test
+	void writesArrivingWholeAreDecodedBackToBack() {
+		EmbeddedChannel channel = new EmbeddedChannel(new RequestDecoder(32 << 20));
+		ByteBuf stream = Unpooled.buffer();
+		for (int i = 0; i < 3; i++) {
+			stream.writeBytes(header(NbdProtocol.CMD_WRITE, i, i * 4096L, 4096));
+			stream.writeBytes(new byte[4096], 0, 4096);
+			stream.setByte(stream.writerIndex() - 1, i + 1);
+		}
+		channel.writeInbound(stream);
+		for (int i = 0; i < 3; i++) {
+			ProtocolMessage.Request write = channel.readInbound();
+			assertThat(write.cookie()).isEqualTo(i);
+			assertThat(write.payload().readableBytes()).isEqualTo(4096);
+			assertThat(write.payload().getByte(4095)).isEqualTo((byte) (i + 1));
+			write.release();
+		}
+		assertThat(channel.finishAndReleaseAll()).isFalse();
+	}
+
+	@Test
+	void partlyGatheredPayloadIsReleasedWhenTheConnectionCloses() {
+		EmbeddedChannel channel = new EmbeddedChannel(new RequestDecoder(32 << 20));
+		channel.writeInbound(header(NbdProtocol.CMD_WRITE, 1, 0, 1 << 20));
+		ByteBuf part = Unpooled.wrappedBuffer(new byte[1000]);
+		channel.writeInbound(part);
+		channel.close();
+		assertThat((Object) channel.readInbound()).isNull();
+		assertThat(part.refCnt()).isZero();
+	}
+
+}
