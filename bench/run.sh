@@ -134,7 +134,8 @@ start_app() { # name [extra args...]
 	mkdir -p "$WORK/$name"
 	# shellcheck disable=SC2086
 	(cd "$WORK/$name" && exec java ${APP_JAVA_OPTS:-} -jar "$JAR" --nbd.server.port="$port" --server.port="$http" \
-		--nbd.exports.disk.path="$WORK/disk.img" ${APP_ARGS:-} "$@") > "$OUT/$name.log" 2>&1 &
+		--nbd.exports.disk.path="$WORK/disk.img" --nbd.exports.disk.event-loop-io=${DISK_EVENT_LOOP_IO:-true} \
+		${APP_ARGS:-} "$@") > "$OUT/$name.log" 2>&1 &
 	PIDS+=($!)
 	APP_PID[$name]=$!
 	SERVER_PID[$name]=$!

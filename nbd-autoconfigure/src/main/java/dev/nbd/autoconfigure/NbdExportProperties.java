@@ -70,6 +70,14 @@ public class NbdExportProperties {
 		private MultiConnMode multiConn = MultiConnMode.AUTO;
 
 		/**
+		 * Whether a 'file' export's reads (pread, or sendfile for large reads without TLS) and
+		 * plain writes run on the network threads instead of worker threads. Faster while the
+		 * data stays in the page cache; a cache miss or a throttled write then stalls every
+		 * connection on that thread. Leave off for storage that may be slow.
+		 */
+		private boolean eventLoopIo;
+
+		/**
 		 * Comma-separated CIDR blocks allowed to use this export, on top of
 		 * 'nbd.server.allowed-addresses'; empty allows all.
 		 */
@@ -121,6 +129,14 @@ public class NbdExportProperties {
 
 		public void setMultiConn(MultiConnMode multiConn) {
 			this.multiConn = multiConn;
+		}
+
+		public boolean isEventLoopIo() {
+			return this.eventLoopIo;
+		}
+
+		public void setEventLoopIo(boolean eventLoopIo) {
+			this.eventLoopIo = eventLoopIo;
 		}
 
 		public List<String> getAllowedAddresses() {

@@ -43,7 +43,8 @@ public class PropertyExports implements AutoCloseable {
 				}
 				long size = (export.getSize() != null) ? export.getSize().toBytes() : -1;
 				try {
-					return new FileBackend(name, export.getPath(), size, export.getDescription(), export.isReadOnly());
+					return new FileBackend(name, export.getPath(), size, export.getDescription(), export.isReadOnly(),
+							export.isEventLoopIo());
 				}
 				catch (IOException ex) {
 					throw new UncheckedIOException("Cannot open nbd.exports." + name + ".path " + export.getPath(), ex);

@@ -42,11 +42,26 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 
 	private final FileChannel channel;
 
+	private final boolean eventLoopIo;
+
 	/**
 	 * Opens (creating if missing, unless read-only) {@code path}. A {@code size} of -1 takes the
 	 * file's current length; otherwise a shorter file is extended (sparsely) to {@code size}.
+	 * Every I/O runs on the server's worker threads.
 	 */
 	public FileBackend(String name, Path path, long size, String description, boolean readOnly) throws IOException {
+		this(name, path, size, description, readOnly, false);
+	}
+
+	/**
+	 * As above; {@code eventLoopIo} offers the file through {@link #servedFile()}, so reads
+	 * ({@code pread}, or {@code sendfile} for large ones without TLS) and plain writes run on the
+	 * network threads: faster on storage that stays in the page cache, but a cache miss or a
+	 * write throttled by the kernel then stalls every connection on that thread.
+	 */
+	public FileBackend(String name, Path path, long size, String description, boolean readOnly, boolean eventLoopIo)
+			throws IOException {
+		this.eventLoopIo = eventLoopIo;
 		this.name = name;
 		this.path = path;
 		this.description = description;
@@ -113,10 +128,10 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 		return true;
 	}
 
-	/** This file: reads and plain writes run on the server's network threads (see the interface). */
+	/** This file when built with {@code eventLoopIo}: reads and plain writes then run on network threads. */
 	@Override
 	public FileChannel servedFile() {
-		return this.channel;
+		return this.eventLoopIo ? this.channel : null;
 	}
 
 	@Override

@@ -49,7 +49,7 @@ class ReadPathTests {
 	void fileExportReadsReturnTheFileBytes() throws Exception {
 		Path file = this.dir.resolve("disk.img");
 		Files.write(file, content());
-		this.backend = new FileBackend("disk", file, 4 << 20, null, false);
+		this.backend = new FileBackend("disk", file, 4 << 20, null, false, true);
 		assertReadsMatch(this.backend, file);
 	}
 
