@@ -543,7 +543,7 @@ class NbdServerTransmissionTests {
 		}
 
 		@Override
-		public void write(long offset, ByteBuffer src, boolean fua) {
+		public void write(long offset, ByteBuffer src, boolean fua) throws java.io.IOException {
 			this.data.write(offset, src, fua);
 		}
 
@@ -585,7 +585,7 @@ class NbdServerTransmissionTests {
 		}
 
 		@Override
-		public void write(long offset, ByteBuffer src, boolean fua) {
+		public void write(long offset, ByteBuffer src, boolean fua) throws java.io.IOException {
 			super.write(offset, src, fua);
 			this.written.countDown();
 		}
@@ -605,7 +605,7 @@ class NbdServerTransmissionTests {
 		}
 
 		@Override
-		public void write(long offset, ByteBuffer src, boolean fua) {
+		public void write(long offset, ByteBuffer src, boolean fua) throws java.io.IOException {
 			try {
 				Thread.sleep(100);
 			}
