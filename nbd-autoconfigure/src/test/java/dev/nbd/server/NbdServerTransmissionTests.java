@@ -585,7 +585,7 @@ class NbdServerTransmissionTests {
 		}
 
 		@Override
-		public void write(long offset, ByteBuffer src, boolean fua) throws java.io.IOException {
+		public void write(long offset, ByteBuffer src, boolean fua) throws dev.nbd.backend.NbdBackendException {
 			super.write(offset, src, fua);
 			this.written.countDown();
 		}
@@ -605,7 +605,7 @@ class NbdServerTransmissionTests {
 		}
 
 		@Override
-		public void write(long offset, ByteBuffer src, boolean fua) throws java.io.IOException {
+		public void write(long offset, ByteBuffer src, boolean fua) throws dev.nbd.backend.NbdBackendException {
 			try {
 				Thread.sleep(100);
 			}
