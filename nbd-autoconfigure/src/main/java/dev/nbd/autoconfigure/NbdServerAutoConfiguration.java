@@ -77,6 +77,7 @@ public final class NbdServerAutoConfiguration {
 			.maxInFlightBytes(properties.getMaxInFlightBytes().toBytes())
 			.handshakeTimeout(properties.getHandshakeTimeout())
 			.idleTimeout((properties.getIdleTimeout() != null) ? properties.getIdleTimeout() : Duration.ZERO)
+			.writeStallTimeout(properties.getWriteStallTimeout())
 			.allowedAddresses(properties.getAllowedAddresses().stream().map(Cidr::parse).toList())
 			.transport(properties.getTransport())
 			.eventLoopThreads(properties.getEventLoopThreads())

@@ -64,6 +64,12 @@ public class NbdServerProperties {
 	private Duration idleTimeout = Duration.ZERO;
 
 	/**
+	 * A connection whose replies have not drained at all for this long (a client that stopped
+	 * reading) is closed. Zero disables.
+	 */
+	private Duration writeStallTimeout = Duration.ofMinutes(2);
+
+	/**
 	 * Comma-separated CIDR blocks (IPv4 or IPv6) allowed to connect; empty allows all. Checked
 	 * before any handshake byte is sent.
 	 */
@@ -161,6 +167,14 @@ public class NbdServerProperties {
 
 	public void setIdleTimeout(Duration idleTimeout) {
 		this.idleTimeout = idleTimeout;
+	}
+
+	public Duration getWriteStallTimeout() {
+		return this.writeStallTimeout;
+	}
+
+	public void setWriteStallTimeout(Duration writeStallTimeout) {
+		this.writeStallTimeout = writeStallTimeout;
 	}
 
 	public List<String> getAllowedAddresses() {

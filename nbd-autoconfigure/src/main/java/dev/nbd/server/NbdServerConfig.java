@@ -15,6 +15,8 @@ import java.util.List;
  * server stops dispatching: with {@code maxPayload} it bounds memory held for one connection
  * @param handshakeTimeout a client still negotiating after this is dropped
  * @param idleTimeout a connection with no traffic for this long is closed; zero for never
+ * @param writeStallTimeout a connection whose replies have not drained at all for this long (a
+ * client that stopped reading) is closed; zero for never
  * @param allowedAddresses clients allowed to connect; empty for all
  * @param tls TLS settings, or null for plaintext only
  * @param transport Netty transport
@@ -23,7 +25,7 @@ import java.util.List;
  * @param defaultExport export served for the empty name; null for the first export
  */
 public record NbdServerConfig(String address, int port, int maxConnections, int maxInFlight, int maxPayload,
-		long maxInFlightBytes, Duration handshakeTimeout, Duration idleTimeout, List<Cidr> allowedAddresses,
+		long maxInFlightBytes, Duration handshakeTimeout, Duration idleTimeout, Duration writeStallTimeout, List<Cidr> allowedAddresses,
 		TlsSettings tls, Transport transport, int eventLoopThreads, int workerThreads, String defaultExport) {
 
 	/** Longest option data accepted; longer options are skipped and refused with TOO_BIG. */
@@ -64,6 +66,8 @@ public record NbdServerConfig(String address, int port, int maxConnections, int 
 		private Duration handshakeTimeout = Duration.ofSeconds(10);
 
 		private Duration idleTimeout = Duration.ZERO;
+
+		private Duration writeStallTimeout = Duration.ofMinutes(2);
 
 		private List<Cidr> allowedAddresses = List.of();
 
@@ -117,6 +121,11 @@ public record NbdServerConfig(String address, int port, int maxConnections, int 
 			return this;
 		}
 
+		public Builder writeStallTimeout(Duration writeStallTimeout) {
+			this.writeStallTimeout = writeStallTimeout;
+			return this;
+		}
+
 		public Builder allowedAddresses(List<Cidr> allowedAddresses) {
 			this.allowedAddresses = allowedAddresses;
 			return this;
@@ -150,6 +159,7 @@ public record NbdServerConfig(String address, int port, int maxConnections, int 
 		public NbdServerConfig build() {
 			return new NbdServerConfig(this.address, this.port, this.maxConnections, this.maxInFlight, this.maxPayload,
 					Math.max(this.maxInFlightBytes, this.maxPayload), this.handshakeTimeout, this.idleTimeout,
+					this.writeStallTimeout,
 					this.allowedAddresses, this.tls, this.transport, this.eventLoopThreads, this.workerThreads,
 					this.defaultExport);
 		}

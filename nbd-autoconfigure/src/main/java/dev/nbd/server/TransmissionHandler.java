@@ -9,6 +9,8 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
 
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -23,6 +25,7 @@ import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufAllocator;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
+import io.netty.channel.ChannelOutboundBuffer;
 import io.netty.channel.DefaultFileRegion;
 import io.netty.handler.timeout.IdleStateEvent;
 import io.netty.util.ReferenceCountUtil;
@@ -88,6 +91,12 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	private boolean closed;
 
 	private ChannelHandlerContext ctx;
+
+	/** Pending check that replies drain while the socket is unwritable, or null. */
+	private ScheduledFuture<?> stallCheck;
+
+	/** When the socket last became writable again (replies drained to the low mark). */
+	private long drainedAt = System.nanoTime();
 
 	private final long openedNanos = System.nanoTime();
 
@@ -160,9 +169,49 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	@Override
 	public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+		if (!ctx.channel().isWritable()) {
+			scheduleStallCheck();
+		}
+		else {
+			this.drainedAt = System.nanoTime();
+		}
 		dispatch();
 		updateAutoRead();
 		ctx.fireChannelWritabilityChanged();
+	}
+
+	/**
+	 * While replies cannot be written, checks every write-stall-timeout that some drained; a
+	 * client that reads nothing for that long is cut off (memory stays bounded meanwhile, but
+	 * its connection slot and buffers would be held forever).
+	 */
+	private void scheduleStallCheck() {
+		long ms = this.server.config().writeStallTimeout().toMillis();
+		if (ms <= 0 || this.stallCheck != null || this.closed) {
+			return;
+		}
+		long pendingBefore = pendingReplyBytes();
+		long scheduledAt = System.nanoTime();
+		this.stallCheck = this.ctx.executor().schedule(() -> {
+			this.stallCheck = null;
+			if (this.closed || !this.ctx.channel().isActive() || this.ctx.channel().isWritable()) {
+				return;
+			}
+			// Stalled: unwritable all along (never drained to the low mark) and nothing drained.
+			if (this.drainedAt - scheduledAt < 0 && pendingReplyBytes() >= pendingBefore) {
+				this.server.refused("write_stall", "Closed " + this.connection + ": its replies did not drain for "
+						+ ms + " ms (nbd.server.write-stall-timeout)");
+				this.closed = true;
+				this.ctx.close();
+				return;
+			}
+			scheduleStallCheck();
+		}, ms, TimeUnit.MILLISECONDS);
+	}
+
+	private long pendingReplyBytes() {
+		ChannelOutboundBuffer out = this.ctx.channel().unsafe().outboundBuffer();
+		return (out != null) ? out.totalPendingWriteBytes() : 0;
 	}
 
 	@Override

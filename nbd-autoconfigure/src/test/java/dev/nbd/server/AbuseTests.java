@@ -209,6 +209,51 @@ class AbuseTests {
 	}
 
 	@Test
+	void aClientWhoseRepliesNeverDrainIsCutOffAfterTheWriteStallTimeout() throws Exception {
+		int port = start(NbdServerConfig.builder().maxPayload(MIB).writeStallTimeout(Duration.ofSeconds(1)));
+		try (RawNbdClient stalled = RawNbdClient.connect(port, 64 * 1024);
+				RawNbdClient normal = RawNbdClient.connect(port)) {
+			stalled.handshake();
+			stalled.go("mem");
+			normal.handshake();
+			normal.go("mem");
+			Channel channel = this.listener.opened().get(0).channel();
+			for (int i = 0; i < 64; i++) {
+				stalled.sendRequest(0, NbdProtocol.CMD_READ, i, (long) (i % 16) * MIB, MIB, null);
+			}
+			assertThat(channel.closeFuture().await(20, TimeUnit.SECONDS)).as("stalled client cut off").isTrue();
+			assertThat(this.listener.refusals("write_stall")).isEqualTo(1);
+			assertThat(roundTrip(normal, 1)).isTrue();
+		}
+	}
+
+	@Test
+	void aSlowButReadingClientIsNotCutOff() throws Exception {
+		int port = start(NbdServerConfig.builder().maxPayload(MIB).writeStallTimeout(Duration.ofSeconds(1)));
+		try (RawNbdClient slow = RawNbdClient.connect(port, 64 * 1024)) {
+			slow.handshake();
+			slow.go("mem");
+			Channel channel = this.listener.opened().get(0).channel();
+			int reads = 32;
+			for (int i = 0; i < reads; i++) {
+				slow.sendRequest(0, NbdProtocol.CMD_READ, i, (long) (i % 16) * MIB, MIB, null);
+			}
+			// Drains 32 MiB at about 4 MiB/s: replies stay queued for several stall timeouts,
+			// but some always drain within each.
+			byte[] piece = new byte[256 * 1024];
+			long total = (long) reads * (16 + MIB);
+			for (long read = 0; read < total;) {
+				int n = slow.input().read(piece, 0, (int) Math.min(piece.length, total - read));
+				assertThat(n).as("server closed a client that was reading").isPositive();
+				read += n;
+				Thread.sleep(60);
+			}
+			assertThat(channel.isActive()).isTrue();
+			assertThat(this.listener.refusals("write_stall")).isZero();
+		}
+	}
+
+	@Test
 	void optionsSentWithoutReadingTheRepliesDoNotBufferWithoutBound() throws Exception {
 		// Twenty exports with long descriptions: each 16-byte LIST asks for about 80 KB of replies.
 		List<ExportBackend> backends = new ArrayList<>();
