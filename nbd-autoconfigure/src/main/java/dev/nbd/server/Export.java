@@ -44,6 +44,8 @@ public final class Export {
 
 	public Export(ExportBackend backend, MultiConnMode multiConnMode, List<Cidr> allowedAddresses,
 			Executor syncExecutor) {
+		// A backend that never blocks flushes on the calling (network) thread: no hand-off.
+		syncExecutor = backend.isBlocking() ? syncExecutor : Runnable::run;
 		this.backend = backend;
 		this.name = backend.name();
 		this.multiConnMode = multiConnMode;

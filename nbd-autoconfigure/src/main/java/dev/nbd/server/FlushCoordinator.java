@@ -102,14 +102,15 @@ public final class FlushCoordinator {
 			this.next = null;
 			this.running = following;
 		}
-		if (following != null) {
-			start(following);
-		}
+		// Answer this round first: with an inline executor the next sync runs on this thread.
 		if (failure != null) {
 			current.completeExceptionally(failure);
 		}
 		else {
 			current.complete(null);
+		}
+		if (following != null) {
+			start(following);
 		}
 	}
 

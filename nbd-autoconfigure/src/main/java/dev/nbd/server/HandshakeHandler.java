@@ -430,7 +430,8 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 			return;
 		}
 		FlushCoordinator own = (export.sharedFlush() == null)
-				? new FlushCoordinator(view::flush, this.server.blockingExecutor()) : null;
+				? new FlushCoordinator(view::flush, view.isBlocking() ? this.server.blockingExecutor() : Runnable::run)
+				: null;
 		this.connection.attach(export, view, own);
 		boolean baseAllocation = this.structuredReplies && export.name().equals(this.metaContextExport);
 		TransmissionHandler transmission = new TransmissionHandler(this.server, this.connection, export, view, size,
