@@ -4,7 +4,6 @@ import java.util.List;
 
 import io.netty.buffer.ByteBuf;
 import io.netty.channel.ChannelHandlerContext;
-import io.netty.handler.codec.ByteToMessageDecoder;
 
 /**
  * Frames the client side of the fixed newstyle handshake: the client flags, then options.
@@ -12,7 +11,7 @@ import io.netty.handler.codec.ByteToMessageDecoder;
  * client announcing a 2 GiB option costs nothing; the server answers it with
  * {@code NBD_REP_ERR_TOO_BIG} and haggling goes on.
  */
-public class HandshakeDecoder extends ByteToMessageDecoder {
+public class HandshakeDecoder extends SkippingDecoder {
 
 	private enum State {
 		CLIENT_FLAGS, OPTION_HEADER, OPTION_DATA, SKIP, FAILED
@@ -25,8 +24,6 @@ public class HandshakeDecoder extends ByteToMessageDecoder {
 	private int option;
 
 	private long length;
-
-	private long toSkip;
 
 	private boolean paused;
 
@@ -72,7 +69,7 @@ public class HandshakeDecoder extends ByteToMessageDecoder {
 					this.option = in.readInt();
 					this.length = in.readUnsignedInt();
 					if (this.length > this.maxOptionLength) {
-						this.toSkip = this.length;
+						skip(this.length);
 						this.state = State.SKIP;
 					}
 					else {
@@ -90,10 +87,7 @@ public class HandshakeDecoder extends ByteToMessageDecoder {
 					return;
 				}
 				case SKIP -> {
-					int n = (int) Math.min(in.readableBytes(), this.toSkip);
-					in.skipBytes(n);
-					this.toSkip -= n;
-					if (this.toSkip > 0) {
+					if (!skipped(in)) {
 						return;
 					}
 					this.state = State.OPTION_HEADER;
@@ -106,11 +100,6 @@ public class HandshakeDecoder extends ByteToMessageDecoder {
 				}
 			}
 		}
-	}
-
-	/** Bytes received and not decoded yet. */
-	public int bufferedBytes() {
-		return actualReadableBytes();
 	}
 
 	private void fail(ByteBuf in, List<Object> out, String reason) {

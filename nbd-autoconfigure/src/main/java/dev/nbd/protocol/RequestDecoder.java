@@ -4,7 +4,6 @@ import java.util.List;
 
 import io.netty.buffer.ByteBuf;
 import io.netty.channel.ChannelHandlerContext;
-import io.netty.handler.codec.ByteToMessageDecoder;
 
 /**
  * Frames transmission requests: a 28-byte header, then the payload of a WRITE. A WRITE whose
@@ -16,7 +15,7 @@ import io.netty.handler.codec.ByteToMessageDecoder;
  * one still arriving is gathered into a buffer of its own, so the decoder's cumulation is not
  * grown and copied again with every socket read of a large WRITE.
  */
-public class RequestDecoder extends ByteToMessageDecoder {
+public class RequestDecoder extends SkippingDecoder {
 
 	private enum State {
 		HEADER, PAYLOAD, SKIP, FAILED
@@ -36,18 +35,11 @@ public class RequestDecoder extends ByteToMessageDecoder {
 
 	private long length;
 
-	private long toSkip;
-
 	/** Payload of the WRITE being gathered, or null. */
 	private ByteBuf payload;
 
 	public RequestDecoder(int maxPayload) {
 		this.maxPayload = maxPayload;
-	}
-
-	/** Bytes received and not decoded yet. */
-	public int bufferedBytes() {
-		return actualReadableBytes();
 	}
 
 	@Override
@@ -75,7 +67,7 @@ public class RequestDecoder extends ByteToMessageDecoder {
 								null));
 					}
 					else if (this.length > this.maxPayload) {
-						this.toSkip = this.length;
+						skip(this.length);
 						this.state = State.SKIP;
 					}
 					else {
@@ -106,10 +98,7 @@ public class RequestDecoder extends ByteToMessageDecoder {
 							data));
 				}
 				case SKIP -> {
-					int n = (int) Math.min(in.readableBytes(), this.toSkip);
-					in.skipBytes(n);
-					this.toSkip -= n;
-					if (this.toSkip > 0) {
+					if (!skipped(in)) {
 						return;
 					}
 					this.state = State.HEADER;

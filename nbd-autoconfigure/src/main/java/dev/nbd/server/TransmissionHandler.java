@@ -1,7 +1,5 @@
 package dev.nbd.server;
 
-import java.io.EOFException;
-import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.util.ArrayDeque;
@@ -309,12 +307,18 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			execute(r, cost, startNanos);
 			return;
 		}
-		// Large reads under TLS cannot use sendfile: they take the worker path like other backends.
 		if (r.type() == NbdProtocol.CMD_READ && this.servedFile != null
-				&& (r.length() < SENDFILE_MIN || !this.connection.tls())
 				&& !(this.structured && !r.hasFlag(NbdProtocol.CMD_FLAG_DF) && this.view.canExtents())) {
-			readFromFile(r, cost, startNanos);
-			return;
+			if (r.length() < SENDFILE_MIN) {
+				// One pread into the reply buffer: cheaper than two thread hand-offs.
+				execute(r, cost, startNanos);
+				return;
+			}
+			if (!this.connection.tls()) {
+				sendFile(r, cost, startNanos);
+				return;
+			}
+			// Large reads under TLS cannot use sendfile: they take the worker path.
 		}
 		if (r.type() == NbdProtocol.CMD_WRITE && this.servedFile != null && !r.hasFlag(NbdProtocol.CMD_FLAG_FUA)) {
 			// A page-cache write: cheaper than two thread hand-offs.
@@ -406,51 +410,15 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		return null;
 	}
 
-	/**
-	 * A READ served from the backend's file on this thread, with no worker hand-off: small
-	 * reads with one pread into the reply buffer (header and data together), large ones (TLS
-	 * off) by sendfile, so the data never passes through the JVM.
-	 */
-	private void readFromFile(ProtocolMessage.Request r, long cost, long startNanos) {
+	/** A large READ sent from the backend's file by sendfile: the data never passes through the JVM. */
+	private void sendFile(ProtocolMessage.Request r, long cost, long startNanos) {
 		int length = (int) r.length();
 		long offset = r.offset();
 		r.release();
-		int headerLength = this.structured ? 28 : 16;
-		boolean sendfile = length >= SENDFILE_MIN;
-		ByteBuf reply = this.ctx.alloc().directBuffer(headerLength + (sendfile ? 0 : length));
-		if (this.structured) {
-			NbdEncoder.writeChunkHeader(reply, NbdProtocol.REPLY_FLAG_DONE, NbdProtocol.REPLY_TYPE_OFFSET_DATA,
-					r.cookie(), 8 + length);
-			reply.writeLong(offset);
-		}
-		else {
-			NbdEncoder.writeSimpleReply(reply, r.cookie(), 0);
-		}
-		if (sendfile) {
-			// Retained once more: Netty releases a region once sent, which would close the shared file.
-			done(r, cost, startNanos, List.of(reply, new DefaultFileRegion(this.servedFile, offset, length).retain()),
-					null, length);
-			return;
-		}
-		try {
-			ByteBuffer dst = reply.internalNioBuffer(headerLength, length);
-			long position = offset;
-			while (dst.hasRemaining()) {
-				int n = this.servedFile.read(dst, position);
-				if (n < 0) {
-					throw new EOFException("file shorter than the export");
-				}
-				position += n;
-			}
-			reply.writerIndex(headerLength + length);
-		}
-		catch (IOException ex) {
-			reply.release();
-			logFailure(r, ex);
-			done(r, cost, startNanos, errorReply(r, NbdError.EIO, null), NbdError.EIO, 0);
-			return;
-		}
-		done(r, cost, startNanos, List.of(reply), null, length);
+		ByteBuf header = dataHeader(this.ctx.alloc(), r.cookie(), this.structured, true, offset, length, 0);
+		// Retained once more: Netty releases a region once sent, which would close the shared file.
+		done(r, cost, startNanos, List.of(header, new DefaultFileRegion(this.servedFile, offset, length).retain()), null,
+				length);
 	}
 
 	/** Runs a validated request; on a worker thread for blocking backends. */
@@ -606,27 +574,13 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	 */
 	private List<ByteBuf> dataReply(ByteBufAllocator alloc, long cookie, boolean chunk, boolean last, long offset,
 			int length) throws Exception {
-		int headerLength = chunk ? 28 : 16;
 		boolean together = length < SENDFILE_MIN;
-		ByteBuf header = alloc.directBuffer(headerLength + (together ? length : 0));
-		if (chunk) {
-			NbdEncoder.writeChunkHeader(header, last ? NbdProtocol.REPLY_FLAG_DONE : 0,
-					NbdProtocol.REPLY_TYPE_OFFSET_DATA, cookie, 8 + length);
-			header.writeLong(offset);
-		}
-		else {
-			NbdEncoder.writeSimpleReply(header, cookie, 0);
-		}
-		if (!together) {
-			try {
+		ByteBuf header = dataHeader(alloc, cookie, chunk, last, offset, length, together ? length : 0);
+		try {
+			if (!together) {
 				return List.of(header, readData(alloc, offset, length));
 			}
-			catch (Exception | Error ex) {
-				header.release();
-				throw ex;
-			}
-		}
-		try {
+			int headerLength = header.writerIndex();
 			this.view.read(offset, header.internalNioBuffer(headerLength, length));
 			header.writerIndex(headerLength + length);
 			return List.of(header);
@@ -635,6 +589,24 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			header.release();
 			throw ex;
 		}
+	}
+
+	/**
+	 * Header of a successful READ reply (simple, or an OFFSET_DATA chunk with its offset) in a
+	 * buffer with room for {@code room} bytes of data after it.
+	 */
+	private static ByteBuf dataHeader(ByteBufAllocator alloc, long cookie, boolean chunk, boolean last, long offset,
+			int length, int room) {
+		ByteBuf header = alloc.directBuffer((chunk ? 28 : 16) + room);
+		if (chunk) {
+			NbdEncoder.writeChunkHeader(header, last ? NbdProtocol.REPLY_FLAG_DONE : 0,
+					NbdProtocol.REPLY_TYPE_OFFSET_DATA, cookie, 8 + length);
+			header.writeLong(offset);
+		}
+		else {
+			NbdEncoder.writeSimpleReply(header, cookie, 0);
+		}
+		return header;
 	}
 
 	private ByteBuf readData(ByteBufAllocator alloc, long offset, int length) throws Exception {
@@ -654,15 +626,12 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	private void zero(ProtocolMessage.Request r, boolean fua) throws Exception {
 		boolean fast = r.hasFlag(NbdProtocol.CMD_FLAG_FAST_ZERO);
 		boolean mayTrim = !r.hasFlag(NbdProtocol.CMD_FLAG_NO_HOLE);
+		if (fast && !(this.view.canZero() && this.view.canFastZero())) {
+			throw new NbdBackendException(NbdError.ENOTSUP, "fast zero not supported");
+		}
 		if (this.view.canZero()) {
-			if (fast && !this.view.canFastZero()) {
-				throw new NbdBackendException(NbdError.ENOTSUP, "fast zero not supported");
-			}
 			this.view.zero(r.offset(), r.length(), mayTrim, fast, fua);
 			return;
-		}
-		if (fast) {
-			throw new NbdBackendException(NbdError.ENOTSUP, "fast zero not supported");
 		}
 		// Emulation: write zeroes from a shared read-only buffer, chunk by chunk.
 		long offset = r.offset();
@@ -677,43 +646,59 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	private List<ByteBuf> blockStatus(ProtocolMessage.Request r) throws Exception {
-		boolean one = r.hasFlag(NbdProtocol.CMD_FLAG_REQ_ONE);
-		int cap = one ? 1 : MAX_EXTENTS;
-		long[] lengths = new long[Math.min(cap, 64)];
-		int[] kinds = new int[lengths.length];
-		int[] count = { 0 };
-		long[] covered = { 0 };
-		long want = r.length();
-		long[][] lref = { lengths };
-		int[][] kref = { kinds };
-		this.view.extents(r.offset(), want, (len, fl) -> {
-			long l = Math.min(len, want - covered[0]);
+		Descriptors descriptors = new Descriptors(r.length(), r.hasFlag(NbdProtocol.CMD_FLAG_REQ_ONE) ? 1 : MAX_EXTENTS);
+		this.view.extents(r.offset(), r.length(), descriptors);
+		if (descriptors.count == 0) {
+			// A backend that reported nothing: the whole range as data.
+			descriptors.extent(r.length(), 0);
+		}
+		return List.of(NbdEncoder.blockStatusChunk(this.ctx.alloc(), r.cookie(), NbdProtocol.CONTEXT_ID_BASE_ALLOCATION,
+				descriptors.lengths, descriptors.flags, descriptors.count));
+	}
+
+	/** BLOCK_STATUS descriptors: extents clipped to the request, neighbours of one kind merged. */
+	private static final class Descriptors implements ExportBackend.ExtentSink {
+
+		private final long wanted;
+
+		private final int max;
+
+		private long[] lengths = new long[16];
+
+		private int[] flags = new int[16];
+
+		private int count;
+
+		private long covered;
+
+		Descriptors(long wanted, int max) {
+			this.wanted = wanted;
+			this.max = max;
+		}
+
+		@Override
+		public boolean extent(long length, int flags) {
+			long l = Math.min(length, this.wanted - this.covered);
 			if (l <= 0) {
 				return false;
 			}
-			int n = count[0];
-			if (n > 0 && kref[0][n - 1] == fl) {
-				lref[0][n - 1] += l;
+			int kind = flags & (ExportBackend.HOLE | ExportBackend.ZERO);
+			if (this.count > 0 && this.flags[this.count - 1] == kind) {
+				this.lengths[this.count - 1] += l;
 			}
 			else {
-				if (n == lref[0].length) {
-					lref[0] = java.util.Arrays.copyOf(lref[0], n * 2);
-					kref[0] = java.util.Arrays.copyOf(kref[0], n * 2);
+				if (this.count == this.lengths.length) {
+					this.lengths = java.util.Arrays.copyOf(this.lengths, this.count * 2);
+					this.flags = java.util.Arrays.copyOf(this.flags, this.count * 2);
 				}
-				lref[0][n] = l;
-				kref[0][n] = fl & (ExportBackend.HOLE | ExportBackend.ZERO);
-				count[0] = n + 1;
+				this.lengths[this.count] = l;
+				this.flags[this.count] = kind;
+				this.count++;
 			}
-			covered[0] += l;
-			return covered[0] < want && count[0] < cap;
-		});
-		if (count[0] == 0) {
-			lref[0][0] = want;
-			kref[0][0] = 0;
-			count[0] = 1;
+			this.covered += l;
+			return this.covered < this.wanted && this.count < this.max;
 		}
-		return List.of(NbdEncoder.blockStatusChunk(this.ctx.alloc(), r.cookie(), NbdProtocol.CONTEXT_ID_BASE_ALLOCATION,
-				lref[0], kref[0], Math.min(count[0], cap)));
+
 	}
 
 	private List<ByteBuf> simpleOk(ProtocolMessage.Request r) {
@@ -721,7 +706,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	private List<ByteBuf> errorReply(ProtocolMessage.Request r, NbdError error, String message) {
-		if (this.structured && r.type() == NbdProtocol.CMD_READ || this.structured && r.type() == NbdProtocol.CMD_BLOCK_STATUS) {
+		if (this.structured && (r.type() == NbdProtocol.CMD_READ || r.type() == NbdProtocol.CMD_BLOCK_STATUS)) {
 			return List.of(NbdEncoder.errorChunk(this.ctx.alloc(), r.cookie(), error.code(), message));
 		}
 		return List.of(NbdEncoder.simpleReply(this.ctx.alloc(), r.cookie(), error.code()));

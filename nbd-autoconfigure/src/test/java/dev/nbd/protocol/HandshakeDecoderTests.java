@@ -55,7 +55,7 @@ class HandshakeDecoderTests {
 		for (byte b : bytes) {
 			// A truncated frame yields nothing until its last byte arrives.
 			ch.writeInbound(Unpooled.wrappedBuffer(new byte[] { b }));
-			drain(ch, out);
+			Decoding.drain(ch, out);
 		}
 		assertThat(out).hasSize(4);
 		assertThat(out.get(0)).isEqualTo(new ProtocolMessage.ClientFlags(1));
@@ -86,7 +86,7 @@ class HandshakeDecoderTests {
 
 	@Test
 	void oversizedOptionIsSkippedWithoutBuffering() {
-		ProbeDecoder decoder = new ProbeDecoder();
+		HandshakeDecoder decoder = new HandshakeDecoder(MAX);
 		EmbeddedChannel ch = new EmbeddedChannel(decoder);
 		ByteBuf head = Unpooled.buffer();
 		head.writeInt(1);
@@ -95,7 +95,7 @@ class HandshakeDecoderTests {
 		head.writeInt(0x80000000);
 		ch.writeInbound(head);
 		List<Object> out = new ArrayList<>();
-		drain(ch, out);
+		Decoding.drain(ch, out);
 		assertThat(out).containsExactly(new ProtocolMessage.ClientFlags(1));
 		// 2 GiB of option data in 1 MiB pieces: each is dropped as it arrives.
 		byte[] chunk = new byte[1 << 20];
@@ -103,8 +103,8 @@ class HandshakeDecoderTests {
 		int maxBuffered = 0;
 		for (long sent = 0; sent < total; sent += chunk.length) {
 			ch.writeInbound(Unpooled.wrappedBuffer(chunk));
-			maxBuffered = Math.max(maxBuffered, decoder.buffered());
-			drain(ch, out);
+			maxBuffered = Math.max(maxBuffered, decoder.bufferedBytes());
+			Decoding.drain(ch, out);
 			if (sent + chunk.length < total) {
 				assertThat(out).hasSize(1);
 			}
@@ -119,7 +119,7 @@ class HandshakeDecoderTests {
 		ByteBuf next = Unpooled.buffer();
 		option(next, NbdProtocol.OPT_ABORT, new byte[0]);
 		ch.writeInbound(next);
-		drain(ch, out);
+		Decoding.drain(ch, out);
 		assertThat(out).hasSize(3);
 		assertThat(((ProtocolMessage.Option) out.get(2)).option()).isEqualTo(NbdProtocol.OPT_ABORT);
 		((ProtocolMessage.Option) out.get(2)).release();
@@ -159,10 +159,10 @@ class HandshakeDecoderTests {
 		EmbeddedChannel ch = new EmbeddedChannel(new HandshakeDecoder(MAX));
 		ch.writeInbound(Unpooled.wrappedBuffer("GET / HTTP/1.1\r\nHost: x\r\n\r\n".getBytes(StandardCharsets.US_ASCII)));
 		List<Object> out = new ArrayList<>();
-		drain(ch, out);
+		Decoding.drain(ch, out);
 		assertThat(out).hasSize(2).last().isInstanceOf(ProtocolMessage.Violation.class);
 		ch.writeInbound(Unpooled.wrappedBuffer(new byte[4096]));
-		drain(ch, out);
+		Decoding.drain(ch, out);
 		assertThat(out).hasSize(2);
 		assertThat(ch.finishAndReleaseAll()).isFalse();
 	}
@@ -175,32 +175,7 @@ class HandshakeDecoderTests {
 	}
 
 	private static List<Object> decodeAll(ByteBuf in) {
-		EmbeddedChannel ch = new EmbeddedChannel(new HandshakeDecoder(MAX));
-		ch.writeInbound(in);
-		List<Object> out = new ArrayList<>();
-		drain(ch, out);
-		ch.finishAndReleaseAll();
-		return out;
-	}
-
-	private static void drain(EmbeddedChannel ch, List<Object> out) {
-		Object m;
-		while ((m = ch.readInbound()) != null) {
-			out.add(m);
-		}
-	}
-
-	/** Exposes how many bytes the decoder holds back between reads. */
-	private static final class ProbeDecoder extends HandshakeDecoder {
-
-		ProbeDecoder() {
-			super(MAX);
-		}
-
-		int buffered() {
-			return actualReadableBytes();
-		}
-
+		return Decoding.decodeAll(new HandshakeDecoder(MAX), in);
 	}
 
 }

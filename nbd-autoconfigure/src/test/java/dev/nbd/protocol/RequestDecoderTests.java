@@ -81,7 +81,7 @@ class RequestDecoderTests {
 		for (int i = 0; i < bytes.length; i++) {
 			ch.writeInbound(Unpooled.wrappedBuffer(new byte[] { bytes[i] }));
 			int before = out.size();
-			drain(ch, out);
+			Decoding.drain(ch, out);
 			if (out.size() > before) {
 				emittedAt[out.size() - 1] = i + 1;
 			}
@@ -104,19 +104,19 @@ class RequestDecoderTests {
 		header(in, 0, NbdProtocol.CMD_WRITE, 9, 0, MAX_PAYLOAD + 1);
 		ch.writeInbound(in);
 		List<Object> out = new ArrayList<>();
-		drain(ch, out);
+		Decoding.drain(ch, out);
 		assertThat(out).isEmpty();
 		// The payload arrives in pieces; none is kept.
 		for (int i = 0; i < 4; i++) {
 			ch.writeInbound(Unpooled.wrappedBuffer(new byte[1024]));
 		}
-		drain(ch, out);
+		Decoding.drain(ch, out);
 		assertThat(out).isEmpty();
 		ByteBuf rest = Unpooled.buffer();
 		rest.writeByte(0xee);
 		header(rest, 0, NbdProtocol.CMD_FLUSH, 10, 0, 0);
 		ch.writeInbound(rest);
-		drain(ch, out);
+		Decoding.drain(ch, out);
 		assertThat(out).hasSize(2);
 		ProtocolMessage.Request w = (ProtocolMessage.Request) out.get(0);
 		assertThat(w.payloadDiscarded()).isTrue();
@@ -176,19 +176,7 @@ class RequestDecoderTests {
 	}
 
 	private static List<Object> decodeAll(ByteBuf in) {
-		EmbeddedChannel ch = new EmbeddedChannel(new RequestDecoder(MAX_PAYLOAD));
-		ch.writeInbound(in);
-		List<Object> out = new ArrayList<>();
-		drain(ch, out);
-		ch.finishAndReleaseAll();
-		return out;
-	}
-
-	private static void drain(EmbeddedChannel ch, List<Object> out) {
-		Object m;
-		while ((m = ch.readInbound()) != null) {
-			out.add(m);
-		}
+		return Decoding.decodeAll(new RequestDecoder(MAX_PAYLOAD), in);
 	}
 
 }
