@@ -130,8 +130,30 @@ public interface ExportBackend {
 		return null;
 	}
 
+	/**
+	 * Whether {@link #write} may receive one WRITE's payload in several consecutive pieces (as it
+	 * arrived from the network, at any byte boundary, never with {@code fua}), so the server need
+	 * not gather a large payload into one buffer first. Leave false for backends that need whole,
+	 * block-aligned writes (checksums, encryption, devices with a sector size).
+	 */
+	default boolean canWritePieces() {
+		return false;
+	}
+
 	/** Read {@code dst.remaining()} bytes at {@code offset} into {@code dst}. */
 	void read(long offset, ByteBuffer dst) throws IOException;
+
+	/**
+	 * Lends the backend's own memory holding {@code [offset, offset+length)} so a large READ reply
+	 * goes to the socket without being copied first; null (the default) makes the server copy
+	 * with {@link #read}. The server only reads the buffers and calls {@link Lent#release()} once
+	 * the reply has been sent (or dropped). Until then the backend must not reuse that memory for
+	 * other offsets; writes to the same offsets may change it, as a READ that overlaps a WRITE in
+	 * flight may return either data.
+	 */
+	default Lent lend(long offset, int length) throws IOException {
+		return null;
+	}
 
 	/**
 	 * Write {@code src.remaining()} bytes at {@code offset}. When {@code fua} is true (only if
@@ -180,6 +202,17 @@ public interface ExportBackend {
 
 	/** Called on a view returned by {@link #connect()} when its connection has ended. */
 	default void disconnect() throws IOException {
+	}
+
+	/** Memory lent by {@link #lend}: the requested bytes in order, valid until {@link #release()}. */
+	interface Lent {
+
+		/** The bytes, in order, from each buffer's position to its limit. */
+		ByteBuffer[] buffers();
+
+		/** Ends the loan; called exactly once. */
+		void release();
+
 	}
 
 	/** Receives extents: {@code flags} is a combination of {@link #HOLE} and {@link #ZERO}. */
