@@ -119,6 +119,12 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 	}
 
 	@Override
+	public boolean canWritePieces() {
+		// Positional writes into the page cache: any split of a payload lands the same bytes.
+		return true;
+	}
+
+	@Override
 	public boolean canFlush() {
 		return !this.readOnly;
 	}

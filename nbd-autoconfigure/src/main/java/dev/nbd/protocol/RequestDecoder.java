@@ -3,6 +3,7 @@ package dev.nbd.protocol;
 import java.util.List;
 
 import io.netty.buffer.ByteBuf;
+import io.netty.buffer.CompositeByteBuf;
 import io.netty.channel.ChannelHandlerContext;
 
 /**
@@ -11,9 +12,12 @@ import io.netty.channel.ChannelHandlerContext;
  * the request is passed on without payload, so the server can answer it with an error and keep
  * the connection in sync. A bad magic cannot be resynchronised and ends the stream.
  *
- * <p>A payload that has fully arrived is passed on as a slice of the received bytes (no copy);
- * one still arriving is gathered into a buffer of its own, so the decoder's cumulation is not
- * grown and copied again with every socket read of a large WRITE.
+ * <p>A payload that has fully arrived is passed on as a slice of the received bytes (no copy).
+ * One still arriving is either gathered into a buffer of its own, so the decoder's cumulation is
+ * not grown and copied again with every socket read of a large WRITE, or, with
+ * {@code payloadInPieces}, kept as the received buffers themselves (a composite buffer, no copy)
+ * for backends that take a payload in pieces. Received pieces under {@link #MIN_PIECE} bytes are
+ * still copied together, so a client trickling bytes cannot make thousands of components.
  */
 public class RequestDecoder extends SkippingDecoder {
 
@@ -21,7 +25,12 @@ public class RequestDecoder extends SkippingDecoder {
 		HEADER, PAYLOAD, SKIP, FAILED
 	}
 
+	/** Smallest received buffer kept as a piece of its own; smaller ones are copied together. */
+	static final int MIN_PIECE = 16 * 1024;
+
 	private final int maxPayload;
+
+	private final boolean payloadInPieces;
 
 	private State state = State.HEADER;
 
@@ -38,8 +47,16 @@ public class RequestDecoder extends SkippingDecoder {
 	/** Payload of the WRITE being gathered, or null. */
 	private ByteBuf payload;
 
+	/** With payloadInPieces: small received pieces being copied together, not yet in payload. */
+	private ByteBuf tail;
+
 	public RequestDecoder(int maxPayload) {
+		this(maxPayload, false);
+	}
+
+	public RequestDecoder(int maxPayload, boolean payloadInPieces) {
 		this.maxPayload = maxPayload;
+		this.payloadInPieces = payloadInPieces;
 	}
 
 	@Override
@@ -80,14 +97,14 @@ public class RequestDecoder extends SkippingDecoder {
 						data = in.readRetainedSlice((int) this.length);
 					}
 					else {
-						if (this.payload == null) {
-							if (!in.isReadable()) {
-								return;
-							}
-							this.payload = ctx.alloc().directBuffer((int) this.length);
+						if (!in.isReadable()) {
+							return;
 						}
-						this.payload.writeBytes(in, Math.min(in.readableBytes(), this.payload.writableBytes()));
-						if (this.payload.isWritable()) {
+						if (this.payload == null) {
+							this.payload = this.payloadInPieces ? ctx.alloc().compositeDirectBuffer(Integer.MAX_VALUE)
+									: ctx.alloc().directBuffer((int) this.length);
+						}
+						if (!gather(ctx, in)) {
 							return;
 						}
 						data = this.payload;
@@ -113,11 +130,50 @@ public class RequestDecoder extends SkippingDecoder {
 		}
 	}
 
+	/** Adds what has arrived of the payload; true once all of it has. */
+	private boolean gather(ChannelHandlerContext ctx, ByteBuf in) {
+		if (!(this.payload instanceof CompositeByteBuf pieces)) {
+			this.payload.writeBytes(in, Math.min(in.readableBytes(), this.payload.writableBytes()));
+			return !this.payload.isWritable();
+		}
+		int missing = (int) this.length - pieces.readableBytes() - ((this.tail != null) ? this.tail.readableBytes() : 0);
+		int n = Math.min(in.readableBytes(), missing);
+		if (n >= MIN_PIECE) {
+			addTail(pieces);
+			pieces.addComponent(true, in.readRetainedSlice(n));
+		}
+		else {
+			if (this.tail != null && this.tail.writableBytes() < n) {
+				addTail(pieces);
+			}
+			if (this.tail == null) {
+				this.tail = ctx.alloc().directBuffer(Math.min(missing, 4 * MIN_PIECE));
+			}
+			this.tail.writeBytes(in, n);
+		}
+		if (n < missing) {
+			return false;
+		}
+		addTail(pieces);
+		return true;
+	}
+
+	private void addTail(CompositeByteBuf pieces) {
+		if (this.tail != null) {
+			pieces.addComponent(true, this.tail);
+			this.tail = null;
+		}
+	}
+
 	@Override
 	protected void handlerRemoved0(ChannelHandlerContext ctx) {
 		if (this.payload != null) {
 			this.payload.release();
 			this.payload = null;
+		}
+		if (this.tail != null) {
+			this.tail.release();
+			this.tail = null;
 		}
 	}
 

@@ -439,11 +439,12 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		ChannelPipeline p = ctx.pipeline();
 		p.replace(this, PipelineNames.TRANSMISSION, transmission);
 		p.addAfter(PipelineNames.HANDSHAKE_DECODER, PipelineNames.REQUEST_DECODER,
-				new RequestDecoder(this.server.config().maxPayload()));
+				new RequestDecoder(this.server.config().maxPayload(), view.canWritePieces()));
 		long idle = this.server.config().idleTimeout().toMillis();
 		if (idle > 0) {
 			p.addBefore(PipelineNames.REQUEST_DECODER, PipelineNames.IDLE,
-					new IdleStateHandler(0, 0, idle, TimeUnit.MILLISECONDS));
+					// Reader idleness only: watching writes too would cost a promise and a listener per reply.
+					new IdleStateHandler(idle, 0, 0, TimeUnit.MILLISECONDS));
 		}
 		// Removing the handshake decoder hands any bytes it already holds to the request decoder.
 		p.remove(PipelineNames.HANDSHAKE_DECODER);

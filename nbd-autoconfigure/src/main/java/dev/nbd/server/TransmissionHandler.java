@@ -49,8 +49,12 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	private static final int MAX_EXTENTS = 1 << 16;
 
-	/** Reads from a backend's file at least this long go out with sendfile (when TLS is off). */
-	private static final int SENDFILE_MIN = 64 * 1024;
+	/**
+	 * Reads at least this long are large: from a backend's file they go out with sendfile (when
+	 * TLS is off), from a backend that lends its memory without a copy; shorter ones are copied
+	 * into the reply buffer, which is cheaper than the bookkeeping at that size.
+	 */
+	private static final int LARGE_READ = 64 * 1024;
 
 	private final NbdServer server;
 
@@ -309,7 +313,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		}
 		if (r.type() == NbdProtocol.CMD_READ && this.servedFile != null
 				&& !(this.structured && !r.hasFlag(NbdProtocol.CMD_FLAG_DF) && this.view.canExtents())) {
-			if (r.length() < SENDFILE_MIN) {
+			if (r.length() < LARGE_READ) {
 				// One pread into the reply buffer: cheaper than two thread hand-offs.
 				execute(r, cost, startNanos);
 				return;
@@ -435,8 +439,22 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 				}
 				case NbdProtocol.CMD_WRITE -> {
 					boolean fua = r.hasFlag(NbdProtocol.CMD_FLAG_FUA);
-					this.view.write(r.offset(), r.payload().nioBuffer(), fua && this.export.nativeFua());
-					flushAfter = fua && !this.export.nativeFua();
+					ByteBuf payload = r.payload();
+					if (payload.nioBufferCount() == 1) {
+						this.view.write(r.offset(), payload.nioBuffer(), fua && this.export.nativeFua());
+						flushAfter = fua && !this.export.nativeFua();
+					}
+					else {
+						// Received in pieces (the backend takes them): each as it came, never with FUA,
+						// which a flush afterwards provides instead.
+						long offset = r.offset();
+						for (ByteBuffer piece : payload.nioBuffers()) {
+							int n = piece.remaining();
+							this.view.write(offset, piece, false);
+							offset += n;
+						}
+						flushAfter = fua;
+					}
 					bytes = r.length();
 				}
 				case NbdProtocol.CMD_FLUSH -> {
@@ -574,7 +592,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	 */
 	private List<ByteBuf> dataReply(ByteBufAllocator alloc, long cookie, boolean chunk, boolean last, long offset,
 			int length) throws Exception {
-		boolean together = length < SENDFILE_MIN;
+		boolean together = length < LARGE_READ;
 		ByteBuf header = dataHeader(alloc, cookie, chunk, last, offset, length, together ? length : 0);
 		try {
 			if (!together) {
@@ -610,6 +628,10 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	private ByteBuf readData(ByteBufAllocator alloc, long offset, int length) throws Exception {
+		ExportBackend.Lent lent = this.view.lend(offset, length);
+		if (lent != null) {
+			return LentData.of(alloc, lent, length);
+		}
 		ByteBuf data = alloc.directBuffer(length);
 		try {
 			ByteBuffer nio = data.internalNioBuffer(0, length);

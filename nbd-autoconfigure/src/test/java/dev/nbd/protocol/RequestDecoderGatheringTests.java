@@ -3,6 +3,8 @@ package dev.nbd.protocol;
 import java.util.Random;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufUtil;
@@ -25,9 +27,10 @@ class RequestDecoderGatheringTests {
 		return buf;
 	}
 
-	@Test
-	void largeWriteArrivingInPiecesIsGatheredIntact() {
-		EmbeddedChannel channel = new EmbeddedChannel(new RequestDecoder(32 << 20));
+	@ParameterizedTest(name = "payload in pieces: {0}")
+	@ValueSource(booleans = { false, true })
+	void largeWriteArrivingInPiecesIsGatheredIntact(boolean payloadInPieces) {
+		EmbeddedChannel channel = new EmbeddedChannel(new RequestDecoder(32 << 20, payloadInPieces));
 		byte[] data = new byte[(1 << 20) + 5];
 		new Random(7).nextBytes(data);
 		ByteBuf stream = Unpooled.buffer();
@@ -69,6 +72,64 @@ class RequestDecoderGatheringTests {
 			write.release();
 		}
 		assertThat(channel.finishAndReleaseAll()).isFalse();
+	}
+
+	@Test
+	void payloadInPiecesKeepsLargeReceivedBuffersAndCopiesSmallOnesTogether() {
+		EmbeddedChannel channel = new EmbeddedChannel(new RequestDecoder(32 << 20, true));
+		byte[] data = new byte[(1 << 20) + 5];
+		new Random(11).nextBytes(data);
+		channel.writeInbound(header(NbdProtocol.CMD_WRITE, 1, 0, data.length));
+		int pos = 0;
+		int large = 0;
+		int step = 0;
+		while (pos < data.length) {
+			// Large pieces alternate with runs of tiny ones.
+			int n = Math.min(data.length - pos, (step++ % 10 == 0) ? 40_000 : 700);
+			if (n >= RequestDecoder.MIN_PIECE) {
+				large++;
+			}
+			channel.writeInbound(Unpooled.wrappedBuffer(data, pos, n));
+			pos += n;
+		}
+		ProtocolMessage.Request write = channel.readInbound();
+		assertThat(ByteBufUtil.getBytes(write.payload())).isEqualTo(data);
+		// Each large piece stays a piece of its own; a run of tiny ones becomes one or a few.
+		assertThat(write.payload().nioBufferCount()).isGreaterThanOrEqualTo(large)
+			.isLessThanOrEqualTo(large * 2 + data.length / (4 * RequestDecoder.MIN_PIECE) + 2);
+		write.release();
+		assertThat(channel.finishAndReleaseAll()).isFalse();
+	}
+
+	@Test
+	void payloadTrickledByteByByteStaysInAFewPieces() {
+		EmbeddedChannel channel = new EmbeddedChannel(new RequestDecoder(32 << 20, true));
+		int length = 200_000;
+		channel.writeInbound(header(NbdProtocol.CMD_WRITE, 1, 0, length));
+		for (int i = 0; i < length; i++) {
+			channel.writeInbound(Unpooled.wrappedBuffer(new byte[] { (byte) i }));
+		}
+		ProtocolMessage.Request write = channel.readInbound();
+		assertThat(write.payload().readableBytes()).isEqualTo(length);
+		assertThat(write.payload().getByte(length - 1)).isEqualTo((byte) (length - 1));
+		assertThat(write.payload().nioBufferCount()).isLessThanOrEqualTo(length / (4 * RequestDecoder.MIN_PIECE) + 1);
+		write.release();
+		assertThat(channel.finishAndReleaseAll()).isFalse();
+	}
+
+	@ParameterizedTest(name = "payload in pieces: {0}")
+	@ValueSource(booleans = { false, true })
+	void partlyGatheredPiecesAreReleasedWhenTheConnectionCloses(boolean payloadInPieces) {
+		EmbeddedChannel channel = new EmbeddedChannel(new RequestDecoder(32 << 20, payloadInPieces));
+		channel.writeInbound(header(NbdProtocol.CMD_WRITE, 1, 0, 1 << 20));
+		ByteBuf large = Unpooled.directBuffer(40_000).writeZero(40_000);
+		ByteBuf small = Unpooled.directBuffer(100).writeZero(100);
+		channel.writeInbound(large);
+		channel.writeInbound(small);
+		channel.close();
+		assertThat((Object) channel.readInbound()).isNull();
+		assertThat(large.refCnt()).isZero();
+		assertThat(small.refCnt()).isZero();
 	}
 
 	@Test
