@@ -1,6 +1,9 @@
 package dev.nbd.backend;
 
 import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicIntegerArray;
 import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.concurrent.atomic.LongAdder;
@@ -15,6 +18,10 @@ import dev.nbd.protocol.NbdError;
  * <p>The page table is two-level (a directory of 4096-page tables created on first write), so
  * the directory of a 1 TiB export is 64K references. Lookups and writes to existing pages take
  * no lock; only allocating a page does. Safe for many connections: there is one copy of the data.
+ *
+ * <p>Large READ replies are sent from the pages themselves ({@link #lend}). A page in use by a
+ * read, write or loan is pinned, so trimming it only marks it free; it goes back to the free
+ * list when the last pin is dropped and is never reused for another offset while in use.
  */
 public class MemoryBackend implements ExportBackend {
 
@@ -27,6 +34,11 @@ public class MemoryBackend implements ExportBackend {
 	private static final int TABLE_PAGES = 1 << TABLE_SHIFT;
 
 	private static final int SLAB_PAGES = 256;
+
+	/** Pin state of a page: the low bits count pins, this bit says "free when unpinned". */
+	private static final int FREE_PENDING = 1 << 30;
+
+	private static final int PIN_COUNT = FREE_PENDING - 1;
 
 	private final String name;
 
@@ -126,7 +138,16 @@ public class MemoryBackend implements ExportBackend {
 		return true;
 	}
 
-	/** Bytes of page memory currently holding data. */
+	@Override
+	public boolean canWritePieces() {
+		// write() takes any offset and length: a partial page is merged into the page in place.
+		return true;
+	}
+
+	/**
+	 * Bytes of page memory in use: pages holding data, plus trimmed pages still lent to a READ
+	 * reply (they cannot be reused until the reply is sent, so they still cost memory).
+	 */
 	public long allocatedBytes() {
 		return this.allocator.inUse.sum() * PAGE_SIZE;
 	}
@@ -139,12 +160,13 @@ public class MemoryBackend implements ExportBackend {
 			long page = offset >>> PAGE_SHIFT;
 			int inPage = (int) (offset & (PAGE_SIZE - 1));
 			int n = Math.min(remaining, PAGE_SIZE - inPage);
-			int handle = handle(page);
+			int handle = pin(page);
 			if (handle == 0) {
 				zeroFill(dst, pos, n);
 			}
 			else {
 				dst.put(pos, this.allocator.slab(handle), this.allocator.offset(handle) + inPage, n);
+				this.allocator.unpin(handle);
 			}
 			pos += n;
 			offset += n;
@@ -161,12 +183,14 @@ public class MemoryBackend implements ExportBackend {
 			long page = offset >>> PAGE_SHIFT;
 			int inPage = (int) (offset & (PAGE_SIZE - 1));
 			int n = Math.min(remaining, PAGE_SIZE - inPage);
-			int handle = handle(page);
+			// Pinned, so a concurrent trim cannot hand the page to another offset mid-copy.
+			int handle = pin(page);
 			if (handle == 0 && !isZero(src, pos, n)) {
 				handle = allocate(page);
 			}
 			if (handle != 0) {
 				this.allocator.slab(handle).put(this.allocator.offset(handle) + inPage, src, pos, n);
+				this.allocator.unpin(handle);
 			}
 			pos += n;
 			offset += n;
@@ -193,9 +217,10 @@ public class MemoryBackend implements ExportBackend {
 				release(page);
 			}
 			else {
-				int handle = handle(page);
+				int handle = pin(page);
 				if (handle != 0) {
 					zeroFill(this.allocator.slab(handle), this.allocator.offset(handle) + inPage, n);
+					this.allocator.unpin(handle);
 				}
 			}
 			offset += n;
@@ -236,11 +261,93 @@ public class MemoryBackend implements ExportBackend {
 		}
 	}
 
-	private int handle(long page) {
-		AtomicIntegerArray table = this.directory.get((int) (page >>> TABLE_SHIFT));
-		return (table != null) ? table.get((int) (page & (TABLE_PAGES - 1))) : 0;
+	/**
+	 * Lends the pages of the range: allocated pages as slices of their slab (pages adjacent in
+	 * the same slab merged into one buffer), holes as slices of a shared zero buffer. Each
+	 * allocated page stays pinned until {@link Lent#release()}.
+	 */
+	@Override
+	public Lent lend(long offset, int length) {
+		if (length <= 0) {
+			return new LentPages(new ByteBuffer[0], new int[0], 0);
+		}
+		long first = offset >>> PAGE_SHIFT;
+		int pages = (int) (((offset + length - 1) >>> PAGE_SHIFT) - first + 1);
+		int[] pinned = new int[pages];
+		int pinnedCount = 0;
+		List<ByteBuffer> buffers = new ArrayList<>();
+		// The run being merged: a slab (runSlab) from runStart, or zeroes when runSlab is null.
+		Slab runSlab = null;
+		int runStart = 0;
+		int runLength = 0;
+		int nextHandle = 0;
+		long end = offset + length;
+		while (offset < end) {
+			long page = offset >>> PAGE_SHIFT;
+			int inPage = (int) (offset & (PAGE_SIZE - 1));
+			int n = (int) Math.min(end - offset, PAGE_SIZE - inPage);
+			int handle = pin(page);
+			if (handle == 0) {
+				if (runLength > 0 && (runSlab != null || runLength + n > ZEROES.capacity())) {
+					buffers.add(lendable(runSlab, runStart, runLength));
+					runLength = 0;
+				}
+				runSlab = null;
+			}
+			else {
+				pinned[pinnedCount++] = handle;
+				Slab slab = this.allocator.slabOf(handle);
+				// A page continues the run only if it follows the previous one in the same slab;
+				// inner pages are whole, so the bytes are then contiguous.
+				if (runLength > 0 && (slab != runSlab || handle != nextHandle)) {
+					buffers.add(lendable(runSlab, runStart, runLength));
+					runLength = 0;
+				}
+				if (runLength == 0) {
+					runStart = this.allocator.offset(handle) + inPage;
+				}
+				runSlab = slab;
+				nextHandle = handle + 1;
+			}
+			runLength += n;
+			offset += n;
+		}
+		buffers.add(lendable(runSlab, runStart, runLength));
+		return new LentPages(buffers.toArray(new ByteBuffer[0]), pinned, pinnedCount);
 	}
 
+	private static ByteBuffer lendable(Slab slab, int start, int length) {
+		return (slab != null) ? slab.readOnly.slice(start, length) : ZEROES.slice(0, length);
+	}
+
+	/**
+	 * Pins the page mapped at {@code page} and returns its handle, or 0 for a hole. The pin is
+	 * taken first and the mapping checked after: if a trim unmapped the page in between, its
+	 * free saw either our pin (and left freeing to our unpin) or came after our check failed,
+	 * so a page is never pinned while it belongs to another offset. A stale handle pinned
+	 * briefly here may sit on the free list; the pin count tolerates that (see
+	 * {@link PageAllocator#free}).
+	 */
+	private int pin(long page) {
+		AtomicIntegerArray table = this.directory.get((int) (page >>> TABLE_SHIFT));
+		if (table == null) {
+			return 0;
+		}
+		int slot = (int) (page & (TABLE_PAGES - 1));
+		int handle = table.get(slot);
+		while (handle != 0) {
+			this.allocator.pin(handle);
+			int current = table.get(slot);
+			if (current == handle) {
+				return handle;
+			}
+			this.allocator.unpin(handle);
+			handle = current;
+		}
+		return 0;
+	}
+
+	/** Allocates the page if still missing and returns it pinned (ours or a racing writer's). */
 	private int allocate(long page) throws NbdBackendException {
 		int t = (int) (page >>> TABLE_SHIFT);
 		AtomicIntegerArray table = this.directory.get(t);
@@ -253,11 +360,17 @@ public class MemoryBackend implements ExportBackend {
 		}
 		int slot = (int) (page & (TABLE_PAGES - 1));
 		int handle = this.allocator.allocate();
-		int existing = table.compareAndExchange(slot, 0, handle);
-		if (existing != 0) {
-			// Another writer allocated the page first; use theirs.
-			this.allocator.free(handle);
-			return existing;
+		// Pinned before it is published, so a trim right after publishing cannot free it under us.
+		this.allocator.pin(handle);
+		while (!table.compareAndSet(slot, 0, handle)) {
+			int existing = pin(page);
+			if (existing != 0) {
+				// Another writer allocated the page first; use theirs.
+				this.allocator.unpin(handle);
+				this.allocator.free(handle);
+				return existing;
+			}
+			// Theirs was trimmed again before we could pin it: try to publish ours once more.
 		}
 		return handle;
 	}
@@ -272,11 +385,12 @@ public class MemoryBackend implements ExportBackend {
 		}
 	}
 
-	private static final ByteBuffer ZEROES = ByteBuffer.allocateDirect(PAGE_SIZE).asReadOnlyBuffer();
+	/** Shared zeroes: 16 pages, so a lent hole of up to 64 KiB is one buffer. */
+	private static final ByteBuffer ZEROES = ByteBuffer.allocateDirect(16 * PAGE_SIZE).asReadOnlyBuffer();
 
 	private static void zeroFill(ByteBuffer buf, int index, int n) {
 		while (n > 0) {
-			int k = Math.min(n, PAGE_SIZE);
+			int k = Math.min(n, ZEROES.capacity());
 			buf.put(index, ZEROES, 0, k);
 			index += k;
 			n -= k;
@@ -299,13 +413,69 @@ public class MemoryBackend implements ExportBackend {
 		return true;
 	}
 
+	/** A loan of pinned pages; releasing it drops the pins (a second release does nothing). */
+	private final class LentPages implements Lent {
+
+		private final ByteBuffer[] buffers;
+
+		private final int[] pinned;
+
+		private final int pinnedCount;
+
+		private final AtomicBoolean released = new AtomicBoolean();
+
+		LentPages(ByteBuffer[] buffers, int[] pinned, int pinnedCount) {
+			this.buffers = buffers;
+			this.pinned = pinned;
+			this.pinnedCount = pinnedCount;
+		}
+
+		@Override
+		public ByteBuffer[] buffers() {
+			return this.buffers;
+		}
+
+		@Override
+		public void release() {
+			if (this.released.compareAndSet(false, true)) {
+				for (int i = 0; i < this.pinnedCount; i++) {
+					MemoryBackend.this.allocator.unpin(this.pinned[i]);
+				}
+			}
+		}
+
+	}
+
+	/** One 1 MiB slab of pages, a read-only view of it to lend, and the pin state of each page. */
+	private static final class Slab {
+
+		final ByteBuffer data;
+
+		final ByteBuffer readOnly;
+
+		final AtomicIntegerArray pins = new AtomicIntegerArray(SLAB_PAGES);
+
+		Slab(ByteBuffer data) {
+			this.data = data;
+			this.readOnly = data.asReadOnlyBuffer();
+		}
+
+	}
+
 	/**
 	 * Hands out pages as int handles (slab * SLAB_PAGES + page + 1; 0 means none). Freed pages
 	 * are zeroed when reused, so a page always starts as zeroes.
+	 *
+	 * <p>Each page has a pin state: a pin count plus {@link #FREE_PENDING}. {@link #free} sets
+	 * FREE_PENDING; whoever brings the state to exactly FREE_PENDING with no pins (the freer
+	 * itself, or the last {@link #unpin}) and wins the compare-and-set to 0 pushes the page to
+	 * the free list, so each free pushes it exactly once. Pins taken on a stale handle (one that
+	 * is free or was reused) only raise and lower the count; they never free anything because
+	 * FREE_PENDING is not set unless the page was freed again, and then the same rule applies.
 	 */
 	private static final class PageAllocator {
 
-		private volatile ByteBuffer[] slabs = new ByteBuffer[0];
+		private volatile Slab[] slabs = new Slab[0];
 
 		private int[] free = new int[1024];
 
@@ -314,7 +484,23 @@ public class MemoryBackend implements ExportBackend {
 		private final LongAdder inUse = new LongAdder();
 
 		ByteBuffer slab(int handle) {
+			return slabOf(handle).data;
+		}
+
+		Slab slabOf(int handle) {
 			return this.slabs[(handle - 1) / SLAB_PAGES];
+		}
+
+		void pin(int handle) {
+			slabOf(handle).pins.incrementAndGet((handle - 1) % SLAB_PAGES);
+		}
+
+		void unpin(int handle) {
+			AtomicIntegerArray pins = slabOf(handle).pins;
+			int index = (handle - 1) % SLAB_PAGES;
+			if (pins.addAndGet(index, -1) == FREE_PENDING && pins.compareAndSet(index, FREE_PENDING, 0)) {
+				push(handle);
+			}
 		}
 
 		int offset(int handle) {
@@ -339,7 +525,18 @@ public class MemoryBackend implements ExportBackend {
 			return handle;
 		}
 
+		/** Frees a page no longer mapped; it is reused only once nobody has it pinned. */
 		void free(int handle) {
+			AtomicIntegerArray pins = slabOf(handle).pins;
+			int index = (handle - 1) % SLAB_PAGES;
+			int before = pins.getAndAdd(index, FREE_PENDING);
+			// If a pin came in between, the CAS fails and that pin's unpin frees the page.
+			if ((before & PIN_COUNT) == 0 && pins.compareAndSet(index, FREE_PENDING, 0)) {
+				push(handle);
+			}
+		}
+
+		private void push(int handle) {
 			synchronized (this) {
 				if (this.freeCount == this.free.length) {
 					this.free = java.util.Arrays.copyOf(this.free, this.free.length * 2);
@@ -351,13 +548,13 @@ public class MemoryBackend implements ExportBackend {
 		}
 
 		private void grow() throws NbdBackendException {
-			ByteBuffer[] current = this.slabs;
+			Slab[] current = this.slabs;
 			if (current.length >= Integer.MAX_VALUE / SLAB_PAGES - 1) {
 				throw new OutOfMemoryError("memory backend page handles exhausted");
 			}
-			ByteBuffer[] next = java.util.Arrays.copyOf(current, current.length + 1);
+			Slab[] next = java.util.Arrays.copyOf(current, current.length + 1);
 			try {
-				next[current.length] = ByteBuffer.allocateDirect(SLAB_PAGES * PAGE_SIZE);
+				next[current.length] = new Slab(ByteBuffer.allocateDirect(SLAB_PAGES * PAGE_SIZE));
 			}
 			catch (OutOfMemoryError ex) {
 				// The JVM's direct memory limit (-XX:MaxDirectMemorySize, by default the heap size)
