@@ -264,7 +264,8 @@ public class MemoryBackend implements ExportBackend {
 	/**
 	 * Lends the pages of the range: allocated pages as slices of their slab (pages adjacent in
 	 * the same slab merged into one buffer), holes as slices of a shared zero buffer. Each
-	 * allocated page stays pinned until {@link Lent#release()}.
+	 * allocated page stays pinned until {@link Lent#release()}. Large READs use this instead of
+	 * {@link #read}: a subclass that overrides {@code read} should override this to return null.
 	 */
 	@Override
 	public Lent lend(long offset, int length) {
