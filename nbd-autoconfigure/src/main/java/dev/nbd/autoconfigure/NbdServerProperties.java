@@ -58,8 +58,8 @@ public class NbdServerProperties {
 	private Duration handshakeTimeout = Duration.ofSeconds(10);
 
 	/**
-	 * A connection without traffic for this long is closed cleanly. Zero disables (block
-	 * devices are often idle for hours).
+	 * A connection that sent no request for this long, with none in progress, is closed
+	 * cleanly. Zero disables (block devices are often idle for hours).
 	 */
 	private Duration idleTimeout = Duration.ZERO;
 
@@ -68,6 +68,12 @@ public class NbdServerProperties {
 	 * reading) is closed. Zero disables.
 	 */
 	private Duration writeStallTimeout = Duration.ofMinutes(2);
+
+	/**
+	 * Socket send buffer (SO_SNDBUF) of each connection; the kernel doubles it. 0 leaves it to
+	 * the kernel's autotuning, which suits links with a large bandwidth-delay product (WAN).
+	 */
+	private DataSize sendBufferSize = DataSize.ofKilobytes(512);
 
 	/**
 	 * Comma-separated CIDR blocks (IPv4 or IPv6) allowed to connect; empty allows all. Checked
@@ -175,6 +181,14 @@ public class NbdServerProperties {
 
 	public void setWriteStallTimeout(Duration writeStallTimeout) {
 		this.writeStallTimeout = writeStallTimeout;
+	}
+
+	public DataSize getSendBufferSize() {
+		return this.sendBufferSize;
+	}
+
+	public void setSendBufferSize(DataSize sendBufferSize) {
+		this.sendBufferSize = sendBufferSize;
 	}
 
 	public List<String> getAllowedAddresses() {

@@ -23,6 +23,7 @@ import org.slf4j.LoggerFactory;
 
 import dev.nbd.backend.ExportBackend;
 import io.netty.bootstrap.ServerBootstrap;
+import io.netty.channel.AdaptiveRecvByteBufAllocator;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelInitializer;
 import io.netty.channel.ChannelOption;
@@ -52,6 +53,9 @@ import io.netty.util.concurrent.DefaultThreadFactory;
 public final class NbdServer {
 
 	private static final Logger logger = LoggerFactory.getLogger(NbdServer.class);
+
+	/** Largest single socket read (Netty's default stops at 64 KiB). */
+	private static final int MAX_SOCKET_READ = 256 * 1024;
 
 	private final NbdServerConfig config;
 
@@ -129,9 +133,15 @@ public final class NbdServer {
 			.childOption(ChannelOption.TCP_NODELAY, true)
 			.childOption(ChannelOption.SO_KEEPALIVE, true)
 			.childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, new WriteBufferWaterMark(1 << 20, 4 << 20))
+			// Socket reads grow up to 256 KiB: large WRITE payloads arrive in a few reads, each
+			// kept as one piece (no gathering copy) for backends that take payloads in pieces.
+			.childOption(ChannelOption.RECVBUF_ALLOCATOR, new AdaptiveRecvByteBufAllocator(64, 2048, MAX_SOCKET_READ))
 			.childHandler(new ChannelInitializer<SocketChannel>() {
 				@Override
 				protected void initChannel(SocketChannel ch) {
+					if (NbdServer.this.config.sendBufferSize() > 0) {
+						ch.config().setSendBufferSize(NbdServer.this.config.sendBufferSize());
+					}
 					accept(ch);
 				}
 			});

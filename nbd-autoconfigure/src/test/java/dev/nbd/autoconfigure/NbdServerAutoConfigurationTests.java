@@ -41,6 +41,7 @@ class NbdServerAutoConfigurationTests {
 			assertThat(config.maxPayload()).isEqualTo(32 * 1024 * 1024);
 			assertThat(config.handshakeTimeout()).hasSeconds(10);
 			assertThat(config.maxInFlight()).isEqualTo(64);
+			assertThat(config.sendBufferSize()).isEqualTo(512 * 1024);
 			assertThat(config.tls()).isNull();
 			assertThat(server.exports()).isEmpty();
 			assertThat(server.isRunning()).isTrue();
@@ -128,7 +129,8 @@ class NbdServerAutoConfigurationTests {
 		this.runner
 			.withPropertyValues("nbd.server.max-connections=7", "nbd.server.max-in-flight=3",
 					"nbd.server.max-payload=1MB", "nbd.server.handshake-timeout=2s",
-					"nbd.server.allowed-addresses=127.0.0.0/8,::1", "nbd.server.transport=nio")
+					"nbd.server.allowed-addresses=127.0.0.0/8,::1", "nbd.server.transport=nio",
+					"nbd.server.send-buffer-size=0")
 			.run((context) -> {
 				NbdServerConfig config = context.getBean(NbdServer.class).config();
 				assertThat(config.maxConnections()).isEqualTo(7);
@@ -136,6 +138,7 @@ class NbdServerAutoConfigurationTests {
 				assertThat(config.maxPayload()).isEqualTo(1024 * 1024);
 				assertThat(config.handshakeTimeout()).hasSeconds(2);
 				assertThat(config.allowedAddresses()).hasSize(2);
+				assertThat(config.sendBufferSize()).isZero();
 				assertThat(context.getBean(NbdServer.class).transport()).isEqualTo(dev.nbd.server.Transport.NIO);
 			});
 	}
