@@ -86,6 +86,7 @@ def order(w):
 
 summary = {"machine": machine, "multiconn": multiconn}
 summary["main"] = compare([r for r in records if r.get("set") in ("main", "copy")], order)
+summary["placement"] = compare([r for r in records if r.get("set") == "placement"], lambda w: w)
 
 # Flush scaling (issue 3): app and one peer per export, with group-commit counters.
 flush_rows = [r for r in records if r.get("set") == "flush"]
@@ -171,6 +172,12 @@ if flush:
                 counts = row["counters"]
             print("%-5s %-34s app %10s  app/peer %5s  %s" % (export, workload, human(app), fmt(ratio(app, peer)), counts))
 
+for export, rows in summary["placement"].items():
+    print()
+    print("depth 1 with pinned CPUs (%s): app / best peer, app / null" % export)
+    for workload, row in rows.items():
+        print("%-28s %-11s %6s %6s" % (workload, row["best_peer"], fmt(row["app_vs_best_peer"]), fmt(row["app_vs_null"])))
+
 if summary["metrics"]:
     print()
     print("metrics on/off throughput ratio (%s)" % summary["metrics_note"])
@@ -199,6 +206,21 @@ for export, rows in summary["main"].items():
             " | ".join(fmt(row["app_vs_peer"].get(p)) for p in peers), fmt(row["app_vs_null"]),
             fmt(ratio(servers.get("app", {}).get("p99_us"), servers.get(best, {}).get("p99_us"))) if best else "-",
             fmt(row["app_cpu_per_op_vs_best_peer"])))
+for export, rows in summary["placement"].items():
+    peers = PEERS[export]
+    rounds = max(s["rounds"] for row in rows.values() for s in row["servers"].values())
+    md.append("\n**depth 1, CPUs pinned, export `%s`** (server on CPU 0 or 1, fio on CPU 0; median of %s rounds)\n"
+              % (export, rounds))
+    md.append("| workload | best peer | app / best peer | " + " | ".join("app / %s" % p for p in peers)
+              + " | app / null | p99 app / best peer |")
+    md.append("|---" * (5 + len(peers)) + "|")
+    for workload, row in rows.items():
+        servers = row["servers"]
+        best = row["best_peer"]
+        md.append("| %s | %s | **%s** | %s | %s | %s |" % (
+            workload, best or "-", fmt(row["app_vs_best_peer"]),
+            " | ".join(fmt(row["app_vs_peer"].get(p)) for p in peers), fmt(row["app_vs_null"]),
+            fmt(ratio(servers.get("app", {}).get("p99_us"), servers.get(best, {}).get("p99_us"))) if best else "-"))
 if flush:
     md.append("\n**connections and flushes** (random 4 KiB writes, 8 in flight per connection; nbdcopy of 1 GiB)\n")
     md.append("| export | workload | app / peer | flush requests | backend syncs |")

@@ -7,7 +7,8 @@
 #
 # Parts (arguments; default all but profile): start (start-up time and RSS), main (fio
 # workloads), copy (nbdcopy), flush (1/2/4/8 connections with and without flushes), metrics
-# (metrics on vs off), profile (JFR recordings of the app under a few workloads, summarised by
+# (metrics on vs off), placement (depth-1 workloads with server and fio pinned to the same CPU and
+# to different CPUs: the round trip of depth 1 depends on the scheduler), profile (JFR recordings of the app under a few workloads, summarised by
 # bench/jfr_top.py into profile-*.txt).
 #
 # Servers, all on 127.0.0.1 with free ports, started once and kept for the whole run:
@@ -30,7 +31,7 @@
 #   ROUNDS (3)  RUNTIME (2, seconds per fio run)  RAMP (0, fio ramp seconds; the images are
 #   filled and every server warmed up before the first round)
 #   COPY_DIRS ("write": nbdcopy into the server; add "read" for server -> null:)
-#   FLUSH_ROUNDS (1)  FSYNC_EVERY (32 writes per flush for the "with flushes" runs)
+#   FLUSH_ROUNDS (1)  PLACEMENT_ROUNDS (3)  FSYNC_EVERY (32 writes per flush for the "with flushes" runs)
 #   JAR (sample-app/target/sample-app-*.jar)  BENCH_TMPDIR (/var/tmp)  RESULTS (bench/results)
 #   APP_JAVA_OPTS (extra JVM options, e.g. a JFR recording)  APP_ARGS (extra app arguments)
 #   DOCS (1: also write docs/benchmark-results.json and docs/benchmark.png)
@@ -48,12 +49,13 @@ RUNTIME=${RUNTIME:-2}
 RAMP=${RAMP:-0}
 COPY_DIRS=${COPY_DIRS:-write}
 FLUSH_ROUNDS=${FLUSH_ROUNDS:-1}
+PLACEMENT_ROUNDS=${PLACEMENT_ROUNDS:-3}
 FSYNC_EVERY=${FSYNC_EVERY:-32}
 BENCH_TMPDIR=${BENCH_TMPDIR:-/var/tmp}
 DOCS=${DOCS:-1}
 PY=/usr/bin/python3   # Debian's python3: has python3-libnbd and python3-matplotlib
 PARTS=("$@")
-[ ${#PARTS[@]} -gt 0 ] || PARTS=(start main copy flush metrics)
+[ ${#PARTS[@]} -gt 0 ] || PARTS=(start main copy flush metrics placement)
 if [ "${PARTS[*]}" = profile ]; then DOCS=0; fi
 
 JAR=${JAR:-$(ls "$ROOT"/sample-app/target/sample-app-*.jar 2>/dev/null | grep -v -e sources -e original | head -1 || true)}
@@ -201,7 +203,8 @@ fio_run() {
 	shift 6
 	local uri=${URI[$server/$export]} cpu0 cpu1
 	cpu0=$(cpu_ticks "$server")
-	if ! fio --name="$workload" --ioengine=nbd --uri="$uri" --time_based --runtime="$RUNTIME" \
+	# shellcheck disable=SC2086
+	if ! ${FIO_CPU:+taskset -c $FIO_CPU} fio --name="$workload" --ioengine=nbd --uri="$uri" --time_based --runtime="$RUNTIME" \
 		--ramp_time="$RAMP" --group_reporting --output-format=json --output="$file" "$@" > /dev/null 2>"$file.err"; then
 		log "fio failed: $server $export $workload (see $file.err)"
 		return 0
@@ -341,7 +344,7 @@ if has_part start; then
 	kill "$npid"; wait "$npid" 2>/dev/null || true
 fi
 
-if has_part main || has_part copy || has_part flush || has_part metrics; then
+if has_part main || has_part copy || has_part flush || has_part metrics || has_part placement; then
 	log "starting servers"
 	start_app app
 	start_peers
@@ -452,6 +455,39 @@ if has_part metrics; then
 			done
 		done
 	done
+fi
+
+if has_part placement; then
+	# Depth 1 is one round trip per request, and on a small VM the round trip is dominated by
+	# waking the other side on another CPU. Pinning server and fio to one CPU, then to two
+	# different CPUs, takes the scheduler's placement out of the comparison.
+	if [ "$(nproc)" -ge 2 ]; then
+		all_cpus="0-$(($(nproc) - 1))"
+		for round in $(seq 1 "$PLACEMENT_ROUNDS"); do
+			log "placement: round $round/$PLACEMENT_ROUNDS"
+			for placement in same-cpu other-cpu; do
+				if [ $placement = same-cpu ]; then server_cpu=0; else server_cpu=1; fi
+				for s in "${MEM_SERVERS[@]}" "${DISK_SERVERS[@]}"; do
+					taskset -a -p -c "$server_cpu" "${SERVER_PID[$s]}" > /dev/null
+				done
+				for export in mem disk; do
+					if [ $export = mem ]; then servers=("${MEM_SERVERS[@]}"); else servers=("${DISK_SERVERS[@]}"); fi
+					for w in randread-4k-qd1 randwrite-4k-qd1; do
+						for s in $(shuffled "${servers[@]}"); do
+							# shellcheck disable=SC2086
+							FIO_CPU=0 fio_run placement $export "$w-$placement" "$s" "$round" \
+								"$OUT/raw/placement-$export-$w-$placement-$s-$round.json" ${FIO_ARGS[$w]}
+						done
+					done
+				done
+			done
+			for s in "${MEM_SERVERS[@]}" "${DISK_SERVERS[@]}"; do
+				taskset -a -p -c "$all_cpus" "${SERVER_PID[$s]}" > /dev/null
+			done
+		done
+	else
+		log "placement: skipped, needs 2 CPUs"
+	fi
 fi
 
 if has_part profile; then
