@@ -192,35 +192,34 @@ for server, s in summary["start"].items():
 
 # The same tables as Markdown, for docs/BENCHMARKS.md.
 md = []
+
+
+def ratio_table(title, export, rows, with_cpu):
+    """One Markdown table of app/peer ratios per workload (from compare())."""
+    peers = PEERS[export]
+    md.append(title)
+    md.append("| workload | best peer | app / best peer | " + " | ".join("app / %s" % p for p in peers)
+              + " | app / null | p99 app / best peer |" + (" CPU per request app / best peer |" if with_cpu else ""))
+    md.append("|---" * (5 + len(peers) + with_cpu) + "|")
+    for workload, row in rows.items():
+        servers = row["servers"]
+        best = row["best_peer"]
+        cells = [workload, best or "-", "**%s**" % fmt(row["app_vs_best_peer"])]
+        cells += [fmt(row["app_vs_peer"].get(p)) for p in peers]
+        cells += [fmt(row["app_vs_null"]),
+                  fmt(ratio(servers.get("app", {}).get("p99_us"), servers.get(best, {}).get("p99_us"))) if best else "-"]
+        if with_cpu:
+            cells.append(fmt(row["app_cpu_per_op_vs_best_peer"]))
+        md.append("| " + " | ".join(cells) + " |")
+
+
 for export, rows in summary["main"].items():
-    peers = PEERS[export]
-    md.append("\n**export `%s`** (throughput ratios, median of %s rounds; >1 = app faster)\n" % (export, machine["rounds"]))
-    md.append("| workload | best peer | app / best peer | " + " | ".join("app / %s" % p for p in peers)
-              + " | app / null | p99 app / best peer | CPU per request app / best peer |")
-    md.append("|---" * (6 + len(peers)) + "|")
-    for workload, row in rows.items():
-        servers = row["servers"]
-        best = row["best_peer"]
-        md.append("| %s | %s | **%s** | %s | %s | %s | %s |" % (
-            workload, best or "-", fmt(row["app_vs_best_peer"]),
-            " | ".join(fmt(row["app_vs_peer"].get(p)) for p in peers), fmt(row["app_vs_null"]),
-            fmt(ratio(servers.get("app", {}).get("p99_us"), servers.get(best, {}).get("p99_us"))) if best else "-",
-            fmt(row["app_cpu_per_op_vs_best_peer"])))
+    ratio_table("\n**export `%s`** (throughput ratios, median of %s rounds; >1 = app faster)\n"
+                % (export, machine["rounds"]), export, rows, True)
 for export, rows in summary["placement"].items():
-    peers = PEERS[export]
     rounds = max(s["rounds"] for row in rows.values() for s in row["servers"].values())
-    md.append("\n**depth 1, CPUs pinned, export `%s`** (server on CPU 0 or 1, fio on CPU 0; median of %s rounds)\n"
-              % (export, rounds))
-    md.append("| workload | best peer | app / best peer | " + " | ".join("app / %s" % p for p in peers)
-              + " | app / null | p99 app / best peer |")
-    md.append("|---" * (5 + len(peers)) + "|")
-    for workload, row in rows.items():
-        servers = row["servers"]
-        best = row["best_peer"]
-        md.append("| %s | %s | **%s** | %s | %s | %s |" % (
-            workload, best or "-", fmt(row["app_vs_best_peer"]),
-            " | ".join(fmt(row["app_vs_peer"].get(p)) for p in peers), fmt(row["app_vs_null"]),
-            fmt(ratio(servers.get("app", {}).get("p99_us"), servers.get(best, {}).get("p99_us"))) if best else "-"))
+    ratio_table("\n**depth 1, CPUs pinned, export `%s`** (server on CPU 0 or 1, fio on CPU 0; median of %s rounds)\n"
+                % (export, rounds), export, rows, False)
 if flush:
     md.append("\n**connections and flushes** (random 4 KiB writes, 8 in flight per connection; nbdcopy of 1 GiB)\n")
     md.append("| export | workload | app / peer | flush requests | backend syncs |")
