@@ -92,8 +92,17 @@ trap 'exit 130' INT TERM
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# free_port VAR: sets VAR to a free port never handed out before in this run (the kernel may
+# offer the same one twice, e.g. for the app's NBD and HTTP ports). No subshell, so it remembers.
+TAKEN_PORTS=" "
 free_port() {
-	$PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+	local candidate # not named like a caller's variable: printf -v must reach the caller's
+	while :; do
+		candidate=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+		case "$TAKEN_PORTS" in *" $candidate "*) ;; *) break ;; esac
+	done
+	TAKEN_PORTS+="$candidate "
+	printf -v "$1" '%s' "$candidate"
 }
 
 # Records one measurement as a JSON line: record key=value... (numbers stay numbers).
@@ -131,8 +140,8 @@ start_app() { # name [extra args...]
 	local name=$1
 	shift
 	local port http
-	port=$(free_port)
-	http=$(free_port)
+	free_port port
+	free_port http
 	mkdir -p "$WORK/$name"
 	# shellcheck disable=SC2086
 	(cd "$WORK/$name" && exec java ${APP_JAVA_OPTS:-} -jar "$JAR" --nbd.server.port="$port" --server.port="$http" \
@@ -149,18 +158,18 @@ start_app() { # name [extra args...]
 
 start_peers() {
 	local p
-	p=$(free_port); nbdkit -f -i 127.0.0.1 -p "$p" memory size=1G > "$OUT/nbdkit-mem.log" 2>&1 &
+	free_port p; nbdkit -f -i 127.0.0.1 -p "$p" memory size=1G > "$OUT/nbdkit-mem.log" 2>&1 &
 	PIDS+=($!); SERVER_PID[nbdkit-mem]=$!; URI[nbdkit-mem/mem]="nbd://127.0.0.1:$p/"
-	p=$(free_port); nbdkit -f -i 127.0.0.1 -p "$p" null size=1G > "$OUT/nbdkit-null.log" 2>&1 &
+	free_port p; nbdkit -f -i 127.0.0.1 -p "$p" null size=1G > "$OUT/nbdkit-null.log" 2>&1 &
 	PIDS+=($!); SERVER_PID[nbdkit-null]=$!; URI[nbdkit-null/mem]="nbd://127.0.0.1:$p/"; URI[nbdkit-null/disk]=${URI[nbdkit-null/mem]}
-	p=$(free_port); nbdkit -f -i 127.0.0.1 -p "$p" file file="$WORK/disk.img" > "$OUT/nbdkit-file.log" 2>&1 &
+	free_port p; nbdkit -f -i 127.0.0.1 -p "$p" file file="$WORK/disk.img" > "$OUT/nbdkit-file.log" 2>&1 &
 	PIDS+=($!); SERVER_PID[nbdkit-file]=$!; URI[nbdkit-file/disk]="nbd://127.0.0.1:$p/"
 	truncate -s 1G "$SHM/qemu-mem.img" "$SHM/nbdsrv-mem.img"
-	p=$(free_port); qemu-nbd -f raw -t -e 8 -b 127.0.0.1 -p "$p" -x mem "$SHM/qemu-mem.img" > "$OUT/qemu-mem.log" 2>&1 &
+	free_port p; qemu-nbd -f raw -t -e 8 -b 127.0.0.1 -p "$p" -x mem "$SHM/qemu-mem.img" > "$OUT/qemu-mem.log" 2>&1 &
 	PIDS+=($!); SERVER_PID[qemu-mem]=$!; URI[qemu-mem/mem]="nbd://127.0.0.1:$p/mem"
-	p=$(free_port); qemu-nbd -f raw -t -e 8 -b 127.0.0.1 -p "$p" -x disk "$WORK/disk.img" > "$OUT/qemu-file.log" 2>&1 &
+	free_port p; qemu-nbd -f raw -t -e 8 -b 127.0.0.1 -p "$p" -x disk "$WORK/disk.img" > "$OUT/qemu-file.log" 2>&1 &
 	PIDS+=($!); SERVER_PID[qemu-file]=$!; URI[qemu-file/disk]="nbd://127.0.0.1:$p/disk"
-	p=$(free_port)
+	free_port p
 	cat > "$WORK/nbd-server.conf" <<EOF
 [generic]
 	listenaddr = 127.0.0.1
@@ -329,7 +338,7 @@ if has_part start; then
 	log "app: first request after ${first}s, RSS $((rss0 >> 20)) MiB -> $((rss1 >> 20)) MiB after writing 256 MiB"
 	kill "$pid"; wait "$pid" 2>/dev/null || true
 	# nbdkit memory for comparison
-	p=$(free_port)
+	free_port p
 	t0=$(date +%s%N)
 	nbdkit -f -i 127.0.0.1 -p "$p" memory size=16G > /dev/null 2>&1 &
 	npid=$!
