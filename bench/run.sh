@@ -32,6 +32,8 @@
 #   filled and every server warmed up before the first round)
 #   COPY_DIRS ("write": nbdcopy into the server; add "read" for server -> null:)
 #   FLUSH_ROUNDS (1)  PLACEMENT_ROUNDS (3)  FSYNC_EVERY (32 writes per flush for the "with flushes" runs)
+#   DISK_EVENT_LOOP_IO (true: nbd.exports.disk.event-loop-io)  BUSY_POLL (50us: nbd.server.busy-poll;
+#   0 measures the default)
 #   JAR (sample-app/target/sample-app-*.jar)  BENCH_TMPDIR (/var/tmp)  RESULTS (bench/results)
 #   APP_JAVA_OPTS (extra JVM options, e.g. a JFR recording)  APP_ARGS (extra app arguments)
 #   DOCS (1: also write docs/benchmark-results.json and docs/benchmark.png)
@@ -50,6 +52,10 @@ RAMP=${RAMP:-0}
 COPY_DIRS=${COPY_DIRS:-write}
 FLUSH_ROUNDS=${FLUSH_ROUNDS:-1}
 PLACEMENT_ROUNDS=${PLACEMENT_ROUNDS:-3}
+# Two non-default settings of the app, both reported in machine.json: file export I/O on the
+# network threads, and network threads that poll 50 us before sleeping (0 = the default).
+DISK_EVENT_LOOP_IO=${DISK_EVENT_LOOP_IO:-true}
+BUSY_POLL=${BUSY_POLL:-50us}
 FSYNC_EVERY=${FSYNC_EVERY:-32}
 BENCH_TMPDIR=${BENCH_TMPDIR:-/var/tmp}
 DOCS=${DOCS:-1}
@@ -145,7 +151,8 @@ start_app() { # name [extra args...]
 	mkdir -p "$WORK/$name"
 	# shellcheck disable=SC2086
 	(cd "$WORK/$name" && exec java ${APP_JAVA_OPTS:-} -jar "$JAR" --nbd.server.port="$port" --server.port="$http" \
-		--nbd.exports.disk.path="$WORK/disk.img" --nbd.exports.disk.event-loop-io=${DISK_EVENT_LOOP_IO:-true} \
+		--nbd.exports.disk.path="$WORK/disk.img" --nbd.exports.disk.event-loop-io="$DISK_EVENT_LOOP_IO" \
+		--nbd.server.busy-poll="$BUSY_POLL" \
 		${APP_ARGS:-} "$@") > "$OUT/$name.log" 2>&1 &
 	PIDS+=($!)
 	APP_PID[$name]=$!
@@ -315,6 +322,7 @@ print(json.dumps({
     "libnbd": sh("nbdcopy --version | tail -1"),
     "loadavg": open("/proc/loadavg").read().split()[:3],
     "rounds": $ROUNDS, "runtime_s": $RUNTIME, "ramp_s": $RAMP,
+    "app_settings": {"nbd.server.busy-poll": "$BUSY_POLL", "nbd.exports.disk.event-loop-io": "$DISK_EVENT_LOOP_IO"},
 }))
 EOF
 

@@ -70,6 +70,14 @@ public class NbdServerProperties {
 	private Duration writeStallTimeout = Duration.ofMinutes(2);
 
 	/**
+	 * How long a network thread keeps polling its sockets after the last event before it blocks
+	 * (epoll and nio transports). Trades CPU for latency: a request arriving meanwhile needs no
+	 * thread wake-up, which roughly halves depth-1 latency on VMs, but a thread serving a steady
+	 * stream of requests then spins between them. 0 disables.
+	 */
+	private Duration busyPoll = Duration.ZERO;
+
+	/**
 	 * Socket send buffer (SO_SNDBUF) of each connection; the kernel doubles it. 0 leaves it to
 	 * the kernel's autotuning, which suits links with a large bandwidth-delay product (WAN).
 	 */
@@ -181,6 +189,14 @@ public class NbdServerProperties {
 
 	public void setWriteStallTimeout(Duration writeStallTimeout) {
 		this.writeStallTimeout = writeStallTimeout;
+	}
+
+	public Duration getBusyPoll() {
+		return this.busyPoll;
+	}
+
+	public void setBusyPoll(Duration busyPoll) {
+		this.busyPoll = busyPoll;
 	}
 
 	public DataSize getSendBufferSize() {

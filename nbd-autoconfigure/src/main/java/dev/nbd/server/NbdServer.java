@@ -3,6 +3,7 @@ package dev.nbd.server;
 import java.net.BindException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
+import java.nio.channels.spi.SelectorProvider;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collection;
@@ -113,11 +114,8 @@ public final class NbdServer {
 			return;
 		}
 		this.transport = resolveTransport(this.config.transport());
-		IoHandlerFactory ioFactory = switch (this.transport) {
-			case EPOLL -> EpollIoHandler.newFactory();
-			case IO_URING -> IoUringIoHandler.newFactory();
-			default -> NioIoHandler.newFactory();
-		};
+		IoHandlerFactory ioFactory = ioHandlerFactory(this.transport, Duration.ZERO);
+		IoHandlerFactory connectionIoFactory = ioHandlerFactory(this.transport, this.config.busyPoll());
 		Class<? extends ServerChannel> channelClass = switch (this.transport) {
 			case EPOLL -> EpollServerSocketChannel.class;
 			case IO_URING -> IoUringServerSocketChannel.class;
@@ -125,7 +123,7 @@ public final class NbdServer {
 		};
 		this.bossGroup = new MultiThreadIoEventLoopGroup(1, new DefaultThreadFactory("nbd-accept"), ioFactory);
 		this.workerGroup = new MultiThreadIoEventLoopGroup(this.config.eventLoopThreads(),
-				new DefaultThreadFactory("nbd-io"), ioFactory);
+				new DefaultThreadFactory("nbd-io"), connectionIoFactory);
 		ServerBootstrap bootstrap = new ServerBootstrap().group(this.bossGroup, this.workerGroup)
 			.channel(channelClass)
 			.option(ChannelOption.SO_BACKLOG, 1024)
@@ -371,6 +369,24 @@ public final class NbdServer {
 			return this.exports.values().stream().findFirst().orElse(null);
 		}
 		return this.exports.get(name);
+	}
+
+	/** The transport's I/O handler; with {@code busyPoll} > 0 its loops spin that long before blocking. */
+	private static IoHandlerFactory ioHandlerFactory(Transport transport, Duration busyPoll) {
+		long spinNanos = busyPoll.toNanos();
+		return switch (transport) {
+			case EPOLL -> (spinNanos > 0) ? EpollIoHandler.newFactory(0, () -> new BusyPollSelectStrategy(spinNanos))
+					: EpollIoHandler.newFactory();
+			case IO_URING -> {
+				if (spinNanos > 0) {
+					logger.warn("nbd.server.busy-poll is not supported by the io_uring transport; ignored");
+				}
+				yield IoUringIoHandler.newFactory();
+			}
+			default -> (spinNanos > 0)
+					? NioIoHandler.newFactory(SelectorProvider.provider(), () -> new BusyPollSelectStrategy(spinNanos))
+					: NioIoHandler.newFactory();
+		};
 	}
 
 	private static Transport resolveTransport(Transport requested) {

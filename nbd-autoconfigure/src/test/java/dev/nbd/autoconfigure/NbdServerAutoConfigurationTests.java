@@ -42,6 +42,7 @@ class NbdServerAutoConfigurationTests {
 			assertThat(config.handshakeTimeout()).hasSeconds(10);
 			assertThat(config.maxInFlight()).isEqualTo(64);
 			assertThat(config.sendBufferSize()).isEqualTo(512 * 1024);
+			assertThat(config.busyPoll()).isZero();
 			assertThat(config.tls()).isNull();
 			assertThat(server.exports()).isEmpty();
 			assertThat(server.isRunning()).isTrue();
@@ -130,7 +131,7 @@ class NbdServerAutoConfigurationTests {
 			.withPropertyValues("nbd.server.max-connections=7", "nbd.server.max-in-flight=3",
 					"nbd.server.max-payload=1MB", "nbd.server.handshake-timeout=2s",
 					"nbd.server.allowed-addresses=127.0.0.0/8,::1", "nbd.server.transport=nio",
-					"nbd.server.send-buffer-size=0")
+					"nbd.server.send-buffer-size=0", "nbd.server.busy-poll=50us")
 			.run((context) -> {
 				NbdServerConfig config = context.getBean(NbdServer.class).config();
 				assertThat(config.maxConnections()).isEqualTo(7);
@@ -139,6 +140,7 @@ class NbdServerAutoConfigurationTests {
 				assertThat(config.handshakeTimeout()).hasSeconds(2);
 				assertThat(config.allowedAddresses()).hasSize(2);
 				assertThat(config.sendBufferSize()).isZero();
+				assertThat(config.busyPoll()).isEqualTo(java.time.Duration.ofNanos(50_000));
 				assertThat(context.getBean(NbdServer.class).transport()).isEqualTo(dev.nbd.server.Transport.NIO);
 			});
 	}

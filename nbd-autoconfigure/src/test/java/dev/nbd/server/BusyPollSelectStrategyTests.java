@@ -1,0 +1,103 @@
+package dev.nbd.server;
+
+import java.time.Duration;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+import org.junit.jupiter.api.Test;
+
+import dev.nbd.backend.MemoryBackend;
+import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.RawNbdClient;
+import io.netty.channel.SelectStrategy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** Spin-then-block polling of the network threads ({@code nbd.server.busy-poll}). */
+class BusyPollSelectStrategyTests {
+
+	private final AtomicLong now = new AtomicLong(1_000_000);
+
+	private final AtomicInteger ready = new AtomicInteger();
+
+	private final AtomicInteger selectNowCalls = new AtomicInteger();
+
+	private final BusyPollSelectStrategy strategy = new BusyPollSelectStrategy(50_000, this.now::get);
+
+	private int next(boolean hasTasks) throws Exception {
+		return this.strategy.calculateStrategy(() -> {
+			this.selectNowCalls.incrementAndGet();
+			return this.ready.get();
+		}, hasTasks);
+	}
+
+	@Test
+	void blocksWhenNothingHappenedYet() throws Exception {
+		assertThat(next(false)).isEqualTo(SelectStrategy.SELECT);
+		assertThat(this.selectNowCalls).hasValue(0);
+	}
+
+	@Test
+	void spinsAfterWakingUpAndBlocksOnceTheSpinPeriodPassesWithoutEvents() throws Exception {
+		assertThat(next(false)).isEqualTo(SelectStrategy.SELECT);
+		// Woken up by an event: poll without blocking for 50 µs.
+		this.now.addAndGet(10_000);
+		assertThat(next(false)).isEqualTo(SelectStrategy.CONTINUE);
+		this.now.addAndGet(30_000);
+		assertThat(next(false)).isEqualTo(SelectStrategy.CONTINUE);
+		this.now.addAndGet(20_000);
+		assertThat(next(false)).isEqualTo(SelectStrategy.SELECT);
+		assertThat(this.selectNowCalls).hasValue(2);
+	}
+
+	@Test
+	void eventsFoundWhileSpinningExtendTheSpinPeriod() throws Exception {
+		assertThat(next(false)).isEqualTo(SelectStrategy.SELECT);
+		this.now.addAndGet(1_000);
+		this.ready.set(3);
+		this.now.addAndGet(40_000);
+		assertThat(next(false)).isEqualTo(3);
+		this.ready.set(0);
+		this.now.addAndGet(40_000);
+		// 81 µs after waking, but only 40 µs after the last event.
+		assertThat(next(false)).isEqualTo(SelectStrategy.CONTINUE);
+		this.now.addAndGet(20_000);
+		assertThat(next(false)).isEqualTo(SelectStrategy.SELECT);
+	}
+
+	@Test
+	void pendingTasksAlwaysLookAtTheSocketsWithoutBlocking() throws Exception {
+		this.ready.set(0);
+		assertThat(next(true)).isZero();
+		this.ready.set(2);
+		assertThat(next(true)).isEqualTo(2);
+	}
+
+	@ParameterizedTest
+	@EnumSource(value = Transport.class, names = { "EPOLL", "NIO" })
+	void aBusyPollingServerServesRequests(Transport transport) throws Exception {
+		NbdServer server = new NbdServer(
+				NbdServerConfig.builder().port(0).transport(transport).busyPoll(Duration.ofMillis(1)).build(),
+				List.of(new MemoryBackend("mem", 16 << 20)), Map.of(), Map.of(), null);
+		server.start();
+		try (RawNbdClient client = RawNbdClient.connect(server.port(), "mem")) {
+			byte[] data = new byte[256 * 1024];
+			new Random(4).nextBytes(data);
+			for (int i = 0; i < 20; i++) {
+				assertThat(client.call(NbdProtocol.CMD_WRITE, i * 4096L, data.length, data).error()).isZero();
+				assertThat(client.call(NbdProtocol.CMD_READ, i * 4096L, data.length, null).data()).isEqualTo(data);
+				// Longer than the spin period: the next request finds the loop blocked again.
+				Thread.sleep(2);
+			}
+		}
+		finally {
+			server.stop();
+		}
+	}
+
+}
