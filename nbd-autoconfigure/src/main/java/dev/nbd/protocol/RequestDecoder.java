@@ -16,8 +16,9 @@ import io.netty.channel.ChannelHandlerContext;
  * One still arriving is either gathered into a buffer of its own, so the decoder's cumulation is
  * not grown and copied again with every socket read of a large WRITE, or, with
  * {@code payloadInPieces}, kept as the received buffers themselves (a composite buffer, no copy)
- * for backends that take a payload in pieces. Received pieces under {@link #MIN_PIECE} bytes are
- * still copied together, so a client trickling bytes cannot make thousands of components.
+ * for backends that take a payload in pieces. Received pieces under {@link #MIN_PIECE} bytes, or
+ * filling less than a quarter of their buffer, are still copied together, so a client trickling
+ * bytes can neither make thousands of components nor pin large, mostly empty buffers.
  */
 public class RequestDecoder extends SkippingDecoder {
 
@@ -138,7 +139,9 @@ public class RequestDecoder extends SkippingDecoder {
 		}
 		int missing = (int) this.length - pieces.readableBytes() - ((this.tail != null) ? this.tail.readableBytes() : 0);
 		int n = Math.min(in.readableBytes(), missing);
-		if (n >= MIN_PIECE) {
+		// A piece keeps its whole received buffer alive: only worth it when the piece fills most
+		// of it, so that retained memory stays within a small multiple of the payload.
+		if (n >= MIN_PIECE && n >= in.capacity() / 4) {
 			addTail(pieces);
 			pieces.addComponent(true, in.readRetainedSlice(n));
 		}

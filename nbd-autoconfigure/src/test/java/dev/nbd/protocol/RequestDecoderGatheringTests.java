@@ -117,6 +117,29 @@ class RequestDecoderGatheringTests {
 		assertThat(channel.finishAndReleaseAll()).isFalse();
 	}
 
+	@Test
+	void piecesThatFillLittleOfTheirBufferAreCopiedNotKept() {
+		EmbeddedChannel channel = new EmbeddedChannel(new RequestDecoder(32 << 20, true));
+		channel.writeInbound(header(NbdProtocol.CMD_WRITE, 1, 0, 5 * 20_000));
+		java.util.List<ByteBuf> received = new java.util.ArrayList<>();
+		for (int i = 0; i < 5; i++) {
+			// 20,000 bytes in a 256 KiB buffer: keeping it would pin 13 times the payload.
+			ByteBuf buf = Unpooled.directBuffer(256 * 1024).writeBytes(new byte[20_000], 0, 20_000);
+			buf.setByte(0, i + 1);
+			received.add(buf.retain());
+			channel.writeInbound(buf);
+		}
+		ProtocolMessage.Request write = channel.readInbound();
+		assertThat(write.payload().readableBytes()).isEqualTo(5 * 20_000);
+		assertThat(write.payload().getByte(2 * 20_000)).isEqualTo((byte) 3);
+		for (ByteBuf buf : received) {
+			assertThat(buf.refCnt()).as("received buffer not kept by the payload").isEqualTo(1);
+			buf.release();
+		}
+		write.release();
+		assertThat(channel.finishAndReleaseAll()).isFalse();
+	}
+
 	@ParameterizedTest(name = "payload in pieces: {0}")
 	@ValueSource(booleans = { false, true })
 	void partlyGatheredPiecesAreReleasedWhenTheConnectionCloses(boolean payloadInPieces) {
