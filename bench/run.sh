@@ -206,6 +206,9 @@ EOF
 MEM_SERVERS=(app nbdkit-mem qemu-mem nbdsrv-mem nbdkit-null)
 DISK_SERVERS=(app nbdkit-file qemu-file nbdsrv-file)
 
+# servers_of EXPORT: sets the array `servers` to the servers measured on that export.
+servers_of() { if [ "$1" = mem ]; then servers=("${MEM_SERVERS[@]}"); else servers=("${DISK_SERVERS[@]}"); fi; }
+
 shuffled() { printf '%s\n' "$@" | shuf; }
 
 # CPU time (user+system, including reaped children, e.g. nbd-server's per-connection
@@ -385,9 +388,8 @@ if has_part main; then
 	for round in $(seq 1 "$ROUNDS"); do
 		log "main: round $round/$ROUNDS"
 		for export in mem disk; do
-			if [ $export = mem ]; then servers=("${MEM_SERVERS[@]}"); else servers=("${DISK_SERVERS[@]}"); fi
+			servers_of $export
 			for w in "${WORKLOADS[@]}"; do
-				[ $export = disk ] || true
 				for s in $(shuffled "${servers[@]}"); do
 					# shellcheck disable=SC2086
 					fio_run main $export "$w" "$s" "$round" "$OUT/raw/main-$export-$w-$s-$round.json" ${FIO_ARGS[$w]}
@@ -401,7 +403,7 @@ if has_part copy; then
 	for round in $(seq 1 "$ROUNDS"); do
 		log "copy: round $round/$ROUNDS"
 		for export in mem disk; do
-			if [ $export = mem ]; then servers=("${MEM_SERVERS[@]}"); else servers=("${DISK_SERVERS[@]}"); fi
+			servers_of $export
 			for conns in 1 4; do
 				for dir in $COPY_DIRS; do
 					for s in $(shuffled "${servers[@]}"); do
@@ -488,7 +490,7 @@ if has_part placement; then
 					taskset -a -p -c "$server_cpu" "${SERVER_PID[$s]}" > /dev/null
 				done
 				for export in mem disk; do
-					if [ $export = mem ]; then servers=("${MEM_SERVERS[@]}"); else servers=("${DISK_SERVERS[@]}"); fi
+					servers_of $export
 					for w in randread-4k-qd1 randwrite-4k-qd1; do
 						for s in $(shuffled "${servers[@]}"); do
 							# shellcheck disable=SC2086

@@ -493,19 +493,23 @@ public class MemoryBackend implements ExportBackend {
 		}
 
 		void pin(int handle) {
-			slabOf(handle).pins.incrementAndGet((handle - 1) % SLAB_PAGES);
+			slabOf(handle).pins.incrementAndGet(indexInSlab(handle));
 		}
 
 		void unpin(int handle) {
 			AtomicIntegerArray pins = slabOf(handle).pins;
-			int index = (handle - 1) % SLAB_PAGES;
+			int index = indexInSlab(handle);
 			if (pins.addAndGet(index, -1) == FREE_PENDING && pins.compareAndSet(index, FREE_PENDING, 0)) {
 				push(handle);
 			}
 		}
 
 		int offset(int handle) {
-			return ((handle - 1) % SLAB_PAGES) << PAGE_SHIFT;
+			return indexInSlab(handle) << PAGE_SHIFT;
+		}
+
+		private static int indexInSlab(int handle) {
+			return (handle - 1) % SLAB_PAGES;
 		}
 
 		int allocate() throws NbdBackendException {
@@ -529,7 +533,7 @@ public class MemoryBackend implements ExportBackend {
 		/** Frees a page no longer mapped; it is reused only once nobody has it pinned. */
 		void free(int handle) {
 			AtomicIntegerArray pins = slabOf(handle).pins;
-			int index = (handle - 1) % SLAB_PAGES;
+			int index = indexInSlab(handle);
 			int before = pins.getAndAdd(index, FREE_PENDING);
 			// If a pin came in between, the CAS fails and that pin's unpin frees the page.
 			if ((before & PIN_COUNT) == 0 && pins.compareAndSet(index, FREE_PENDING, 0)) {
