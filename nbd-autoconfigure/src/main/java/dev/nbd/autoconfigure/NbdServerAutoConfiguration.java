@@ -78,6 +78,7 @@ public final class NbdServerAutoConfiguration {
 			.handshakeTimeout(properties.getHandshakeTimeout())
 			.idleTimeout((properties.getIdleTimeout() != null) ? properties.getIdleTimeout() : Duration.ZERO)
 			.writeStallTimeout(properties.getWriteStallTimeout())
+			.drainTimeout(properties.getDrainTimeout())
 			.busyPoll(properties.getBusyPoll())
 			.sendBufferSize((properties.getSendBufferSize().toBytes() == 0) ? 0
 					: toIntBytes(properties.getSendBufferSize().toBytes(), "nbd.server.send-buffer-size"))

@@ -70,6 +70,13 @@ public class NbdServerProperties {
 	private Duration writeStallTimeout = Duration.ofMinutes(2);
 
 	/**
+	 * A closing connection (after NBD_CMD_DISC, during graceful shutdown, or closed through the
+	 * actuator) whose replies have not all reached the socket after this long is cut off. Zero
+	 * disables (graceful shutdown still ends at the shutdown phase timeout).
+	 */
+	private Duration drainTimeout = Duration.ofSeconds(30);
+
+	/**
 	 * How long a network thread keeps polling its sockets after the last event before it blocks
 	 * (epoll and nio transports). Trades CPU for latency: a request arriving meanwhile needs no
 	 * thread wake-up, which roughly halves depth-1 latency on VMs, but a thread serving a steady
@@ -181,6 +188,14 @@ public class NbdServerProperties {
 
 	public void setIdleTimeout(Duration idleTimeout) {
 		this.idleTimeout = idleTimeout;
+	}
+
+	public Duration getDrainTimeout() {
+		return this.drainTimeout;
+	}
+
+	public void setDrainTimeout(Duration drainTimeout) {
+		this.drainTimeout = drainTimeout;
 	}
 
 	public Duration getWriteStallTimeout() {

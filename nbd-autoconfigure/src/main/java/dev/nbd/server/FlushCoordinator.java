@@ -74,43 +74,51 @@ public final class FlushCoordinator {
 
 	private void start(CompletableFuture<Void> current) {
 		try {
-			this.executor.execute(() -> run(current));
+			this.executor.execute(() -> runRounds(current));
 		}
 		catch (RejectedExecutionException ex) {
-			// Executor gone (server stopped): fail this round rather than leave it pending forever.
-			finish(current, ex);
+			// Executor gone (server stopped): fail this round and those queued behind it rather
+			// than leave them pending forever.
+			for (CompletableFuture<Void> round = current; round != null; round = handOver(round, ex)) {
+			}
 		}
 	}
 
-	private void run(CompletableFuture<Void> current) {
-		Throwable failure = null;
-		try {
-			this.syncs.increment();
-			this.sync.sync();
+	/**
+	 * Runs syncs while flushes keep arriving, one round after the other on this thread: a loop,
+	 * not a chain of calls, so inline syncs (non-blocking backends) do not grow the stack.
+	 */
+	private void runRounds(CompletableFuture<Void> first) {
+		for (CompletableFuture<Void> round = first; round != null;) {
+			Throwable failure = null;
+			try {
+				this.syncs.increment();
+				this.sync.sync();
+			}
+			catch (Throwable ex) {
+				failure = ex;
+			}
+			round = handOver(round, failure);
 		}
-		catch (Throwable ex) {
-			failure = ex;
-		}
-		finish(current, failure);
 	}
 
-	/** Hands over to the flushes that arrived during this sync, then answers this one's. */
-	private void finish(CompletableFuture<Void> current, Throwable failure) {
-		CompletableFuture<Void> following;
-		synchronized (this) {
-			following = this.next;
-			this.next = null;
-			this.running = following;
-		}
-		// Answer this round first: with an inline executor the next sync runs on this thread.
+	/**
+	 * Answers a finished round, then returns the round of flushes that arrived meanwhile (now
+	 * running), or null. Answered while still "running", so a flush its callbacks start joins the
+	 * next round instead of starting a sync of its own on this stack.
+	 */
+	private CompletableFuture<Void> handOver(CompletableFuture<Void> current, Throwable failure) {
 		if (failure != null) {
 			current.completeExceptionally(failure);
 		}
 		else {
 			current.complete(null);
 		}
-		if (following != null) {
-			start(following);
+		synchronized (this) {
+			CompletableFuture<Void> following = this.next;
+			this.next = null;
+			this.running = following;
+			return following;
 		}
 	}
 

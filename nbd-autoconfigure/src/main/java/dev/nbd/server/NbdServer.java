@@ -70,6 +70,8 @@ public final class NbdServer {
 
 	private final RefusalLog refusals = new RefusalLog();
 
+	private final Set<String> loggedFailures = ConcurrentHashMap.newKeySet();
+
 	private volatile boolean draining;
 
 	/** Set before the final flush of a graceful stop: nothing is answered after it. */
@@ -240,8 +242,10 @@ public final class NbdServer {
 	}
 
 	/**
-	 * Graceful stop: stop accepting, answer new requests with {@code NBD_ESHUTDOWN}, wait (up to
-	 * {@code timeout}) for requests in flight, flush every export, then close everything.
+	 * Graceful stop: stop accepting; every connection answers what it received (requests not
+	 * started get {@code NBD_ESHUTDOWN}), sends its last reply byte and closes; negotiating
+	 * clients get {@code NBD_REP_ERR_SHUTDOWN}. Waits up to {@code timeout} for that, then
+	 * flushes every export and closes what is left.
 	 */
 	public void shutdownGracefully(Duration timeout) {
 		long deadline = System.nanoTime() + timeout.toNanos();
@@ -252,9 +256,21 @@ public final class NbdServer {
 			this.draining = true;
 			this.serverChannel.close().syncUninterruptibly();
 		}
-		logger.info("NBD server draining {} connection(s)", this.connections.size());
-		while (System.nanoTime() < deadline && this.connections.stream().anyMatch(c -> c.inFlight() > 0)) {
-			sleep(5);
+		List<NbdConnection> attached = List.copyOf(connections());
+		logger.info("NBD server draining {} connection(s)", attached.size());
+		for (NbdConnection c : attached) {
+			c.closeGracefully();
+		}
+		for (NbdConnection c : attached) {
+			long left = deadline - System.nanoTime();
+			if (left <= 0 || !c.channel().closeFuture().awaitUninterruptibly(TimeUnit.NANOSECONDS.toMillis(left))) {
+				break;
+			}
+		}
+		long undrained = attached.stream().filter(c -> c.channel().isOpen()).count();
+		if (undrained > 0) {
+			refused("drain_timeout", "NBD shutdown timeout reached with " + undrained
+					+ " connection(s) still draining: their remaining replies are dropped");
 		}
 		// A request still running past the deadline must not be answered after the flush below
 		// started, or its reply would promise what that flush may not cover.
@@ -347,6 +363,21 @@ public final class NbdServer {
 		this.refusals.log(reason, message);
 	}
 
+	/**
+	 * A connection closed by an unexpected {@link Error}: logged at WARN with its stack trace once
+	 * per kind of error (a flood must not flood the log), always counted.
+	 */
+	void connectionFailed(NbdConnection connection, Throwable cause) {
+		this.listener.connectionRefused("internal_error");
+		if (this.loggedFailures.add(cause.getClass().getName())) {
+			logger.warn("Closed NBD {} after an unexpected error (logged once per kind, counted as "
+					+ "nbd_connections_refused_total{reason=\"internal_error\"})", connection, cause);
+		}
+		else {
+			logger.debug("Closed NBD {} after an unexpected error: {}", connection, cause.toString());
+		}
+	}
+
 	NbdServerListener listener() {
 		return this.listener;
 	}
@@ -408,15 +439,6 @@ public final class NbdServer {
 				yield Transport.NIO;
 			}
 		};
-	}
-
-	private static void sleep(long ms) {
-		try {
-			Thread.sleep(ms);
-		}
-		catch (InterruptedException ex) {
-			Thread.currentThread().interrupt();
-		}
 	}
 
 	/** Logs each refusal reason at most once a second, with the number suppressed meanwhile. */

@@ -18,6 +18,8 @@ import java.util.List;
  * closed; zero for never
  * @param writeStallTimeout a connection whose replies have not drained at all for this long (a
  * client that stopped reading) is closed; zero for never
+ * @param drainTimeout a closing connection (DISC, graceful shutdown, actuator close) whose
+ * replies have not all been sent after this long is cut off; zero for never
  * @param busyPoll how long a network thread keeps polling its sockets after the last event
  * before it blocks (trading CPU for latency); zero for never
  * @param sendBufferSize socket send buffer (SO_SNDBUF) of each connection in bytes; zero leaves
@@ -30,7 +32,7 @@ import java.util.List;
  * @param defaultExport export served for the empty name; null for the first export
  */
 public record NbdServerConfig(String address, int port, int maxConnections, int maxInFlight, int maxPayload,
-		long maxInFlightBytes, Duration handshakeTimeout, Duration idleTimeout, Duration writeStallTimeout, Duration busyPoll, int sendBufferSize,
+		long maxInFlightBytes, Duration handshakeTimeout, Duration idleTimeout, Duration writeStallTimeout, Duration drainTimeout, Duration busyPoll, int sendBufferSize,
 		List<Cidr> allowedAddresses,
 		TlsSettings tls, Transport transport, int eventLoopThreads, int workerThreads, String defaultExport) {
 
@@ -54,6 +56,9 @@ public record NbdServerConfig(String address, int port, int maxConnections, int 
 		}
 		if (maxConnections < 1) {
 			throw new IllegalArgumentException("max-connections must be at least 1, was " + maxConnections);
+		}
+		if (drainTimeout.isNegative()) {
+			throw new IllegalArgumentException("drain-timeout must not be negative, was " + drainTimeout);
 		}
 		if (busyPoll.isNegative()) {
 			throw new IllegalArgumentException("busy-poll must not be negative, was " + busyPoll);
@@ -88,6 +93,8 @@ public record NbdServerConfig(String address, int port, int maxConnections, int 
 		private Duration idleTimeout = Duration.ZERO;
 
 		private Duration writeStallTimeout = Duration.ofMinutes(2);
+
+		private Duration drainTimeout = Duration.ofSeconds(30);
 
 		private Duration busyPoll = Duration.ZERO;
 
@@ -150,6 +157,11 @@ public record NbdServerConfig(String address, int port, int maxConnections, int 
 			return this;
 		}
 
+		public Builder drainTimeout(Duration drainTimeout) {
+			this.drainTimeout = drainTimeout;
+			return this;
+		}
+
 		public Builder busyPoll(Duration busyPoll) {
 			this.busyPoll = busyPoll;
 			return this;
@@ -193,7 +205,7 @@ public record NbdServerConfig(String address, int port, int maxConnections, int 
 		public NbdServerConfig build() {
 			return new NbdServerConfig(this.address, this.port, this.maxConnections, this.maxInFlight, this.maxPayload,
 					Math.max(this.maxInFlightBytes, this.maxPayload), this.handshakeTimeout, this.idleTimeout,
-					this.writeStallTimeout, this.busyPoll, this.sendBufferSize, this.allowedAddresses, this.tls, this.transport, this.eventLoopThreads, this.workerThreads,
+					this.writeStallTimeout, this.drainTimeout, this.busyPoll, this.sendBufferSize, this.allowedAddresses, this.tls, this.transport, this.eventLoopThreads, this.workerThreads,
 					this.defaultExport);
 		}
 

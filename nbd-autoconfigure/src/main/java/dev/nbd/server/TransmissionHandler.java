@@ -21,6 +21,7 @@ import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.protocol.ProtocolMessage;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufAllocator;
+import io.netty.buffer.Unpooled;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
 import io.netty.channel.ChannelOutboundBuffer;
@@ -90,7 +91,18 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	/** DISC received or graceful close asked: answer what is in flight, then close. */
 	private boolean closing;
 
+	/** The last reply is written: the socket closes once it has been flushed to it. */
+	private boolean closeScheduled;
+
 	private boolean closed;
+
+	/** Cuts a closing connection off when its replies do not drain in time, or null. */
+	private ScheduledFuture<?> drainDeadline;
+
+	/** Whether {@link #dispatch()} is on the stack: completions that re-enter it only ask it to go on. */
+	private boolean dispatching;
+
+	private boolean redispatch;
 
 	private ChannelHandlerContext ctx;
 
@@ -122,7 +134,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	public void handlerAdded(ChannelHandlerContext ctx) {
 		this.ctx = ctx;
 		this.export.connections().add(this.connection);
-		this.connection.gracefulClose(() -> ctx.executor().execute(this::beginClose));
+		this.connection.gracefulClose(() -> ctx.executor().execute(() -> beginClose(true)));
 		logger.info("NBD {} opened ({}{}, flags 0x{})", this.connection, this.structured ? "structured replies" : "simple replies",
 				this.connection.tls() ? ", TLS" : "", Integer.toHexString(this.flags));
 		this.server.listener().connectionOpened(this.connection);
@@ -131,6 +143,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	@Override
 	public void channelInactive(ChannelHandlerContext ctx) {
 		this.closed = true;
+		if (this.drainDeadline != null) {
+			this.drainDeadline.cancel(false);
+		}
 		for (ProtocolMessage.Request r : this.queue) {
 			r.release();
 		}
@@ -221,7 +236,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		if (evt instanceof IdleStateEvent && this.connection.inFlight() == 0) {
 			logger.info("Closing idle NBD {}", this.connection);
 			this.server.refused("idle_timeout", "Closed idle " + this.connection);
-			beginClose();
+			beginClose(false);
 			return;
 		}
 		ctx.fireUserEventTriggered(evt);
@@ -229,14 +244,21 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	@Override
 	public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
-		logger.debug("Closing NBD {}: {}", this.connection, cause.toString());
+		if (cause instanceof Error) {
+			// Not a client going away: a bug or an exhausted JVM. Operators must see it.
+			this.server.connectionFailed(this.connection, cause);
+		}
+		else {
+			logger.debug("Closing NBD {}: {}", this.connection, cause.toString());
+		}
 		ctx.close();
 	}
 
 	private void onRequest(ProtocolMessage.Request r) {
 		if (r.type() == NbdProtocol.CMD_DISC) {
+			// The spec: requests sent before DISC are still handled and answered.
 			r.release();
-			beginClose();
+			beginClose(false);
 			return;
 		}
 		this.connection.requestReceived();
@@ -251,20 +273,53 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		updateAutoRead();
 	}
 
-	private void beginClose() {
+	/**
+	 * Stops taking requests and closes once every request received is answered and its reply
+	 * sent. {@code shutdown}: requests not started yet are answered {@code NBD_ESHUTDOWN}
+	 * instead of run (graceful shutdown, actuator close); after DISC they are run.
+	 */
+	private void beginClose(boolean shutdown) {
 		if (this.closed) {
 			return;
 		}
-		this.closing = true;
+		if (!this.closing) {
+			this.closing = true;
+			armDrainDeadline();
+		}
+		if (shutdown) {
+			ProtocolMessage.Request r;
+			while ((r = this.queue.poll()) != null) {
+				r.release();
+				finish(r, System.nanoTime(), errorReply(r, NbdError.ESHUTDOWN, "server is shutting down"),
+						NbdError.ESHUTDOWN, 0);
+			}
+		}
 		updateAutoRead();
 		maybeClose();
 	}
 
+	private void armDrainDeadline() {
+		long ms = this.server.config().drainTimeout().toMillis();
+		if (ms <= 0) {
+			return;
+		}
+		this.drainDeadline = this.ctx.executor().schedule(() -> {
+			if (!this.closed && this.ctx.channel().isActive()) {
+				this.server.refused("drain_timeout", "Closed " + this.connection + " while draining: "
+						+ this.connection.inFlight() + " request(s) unanswered and " + pendingReplyBytes()
+						+ " reply bytes unsent after " + ms + " ms (nbd.server.drain-timeout)");
+				this.closed = true;
+				this.ctx.close();
+			}
+		}, ms, TimeUnit.MILLISECONDS);
+	}
+
+	/** Closing and every request answered: close once the last reply byte reached the socket. */
 	private void maybeClose() {
-		if (this.closing && this.connection.inFlight() == 0 && !this.closed) {
-			this.closed = true;
-			this.ctx.flush();
-			this.ctx.close();
+		if (this.closing && this.connection.inFlight() == 0 && !this.closed && !this.closeScheduled) {
+			this.closeScheduled = true;
+			// Writes complete in order: this one completes after every reply before it was sent.
+			this.ctx.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(f -> this.ctx.close());
 		}
 	}
 
@@ -283,7 +338,30 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		return (r.type() == NbdProtocol.CMD_READ || r.type() == NbdProtocol.CMD_WRITE) ? r.length() : 0;
 	}
 
+	/**
+	 * Starts queued requests while limits allow. A request that completes inline (non-blocking
+	 * backends) calls back into this method through {@link #done}: that call only asks the
+	 * loop below to go on, so the stack does not grow with the number of queued requests.
+	 */
 	private void dispatch() {
+		if (this.dispatching) {
+			this.redispatch = true;
+			return;
+		}
+		this.dispatching = true;
+		try {
+			do {
+				this.redispatch = false;
+				dispatchQueued();
+			}
+			while (this.redispatch);
+		}
+		finally {
+			this.dispatching = false;
+		}
+	}
+
+	private void dispatchQueued() {
 		// Nothing starts while replies pile up unsent: one read can decode thousands of
 		// requests, and a client that does not read its replies must not make us buffer them.
 		while (!this.queue.isEmpty() && this.running < this.maxInFlight && this.ctx.channel().isWritable()) {
