@@ -26,6 +26,7 @@ import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
 import io.netty.channel.ChannelOutboundBuffer;
 import io.netty.channel.DefaultFileRegion;
+import io.netty.channel.FileRegion;
 import io.netty.handler.timeout.IdleStateEvent;
 import io.netty.util.ReferenceCountUtil;
 
@@ -481,7 +482,13 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		}
 		long offset = r.offset();
 		long length = r.length();
-		if (length == 0 || offset < 0 || offset > this.size || length > this.size - offset) {
+		if (length == 0) {
+			// The spec leaves zero-length requests unspecified (but not a reason to disconnect):
+			// nothing to do is an invalid request, not a full disk.
+			return NbdError.EINVAL;
+		}
+		if (offset < 0 || offset > this.size || length > this.size - offset) {
+			// Past the end: writes get ENOSPC (as a full device would), others EINVAL, as the spec says.
 			return (type == NbdProtocol.CMD_WRITE || type == NbdProtocol.CMD_WRITE_ZEROES) ? NbdError.ENOSPC
 					: NbdError.EINVAL;
 		}
@@ -499,8 +506,18 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		r.release();
 		ByteBuf header = dataHeader(this.ctx.alloc(), r.cookie(), this.structured, true, offset, length, 0);
 		// Retained once more: Netty releases a region once sent, which would close the shared file.
-		done(r, cost, startNanos, List.of(header, new DefaultFileRegion(this.servedFile, offset, length).retain()), null,
-				length);
+		FileRegion region = new DefaultFileRegion(this.servedFile, offset, length).retain();
+		if (!this.ctx.channel().isActive() || this.server.repliesStopped()) {
+			done(r, cost, startNanos, List.of(header, region), null, length);
+			return;
+		}
+		// The file is read while the region is sent: the request is answered (counted, timed,
+		// its slot freed) only once its bytes are in the socket, not when they are queued.
+		this.ctx.write(header, this.ctx.voidPromise());
+		this.ctx.writeAndFlush(region).addListener(f -> {
+			NbdError error = f.isSuccess() ? null : NbdError.EIO;
+			done(r, cost, startNanos, List.of(), error, (error == null) ? length : 0);
+		});
 	}
 
 	/** Runs a validated request; on a worker thread for blocking backends. */
@@ -746,7 +763,11 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	private List<ByteBuf> blockStatus(ProtocolMessage.Request r) throws Exception {
-		Descriptors descriptors = new Descriptors(r.length(), r.hasFlag(NbdProtocol.CMD_FLAG_REQ_ONE) ? 1 : MAX_EXTENTS);
+		// Each descriptor is 8 bytes after the 4-byte context id: the reply stays within the
+		// advertised maximum payload, which the spec lets the server exceed only by chunk overhead.
+		int maxDescriptors = Math.min(MAX_EXTENTS, (this.maxPayload - 4) / 8);
+		Descriptors descriptors = new Descriptors(r.length(),
+				r.hasFlag(NbdProtocol.CMD_FLAG_REQ_ONE) ? 1 : maxDescriptors);
 		this.view.extents(r.offset(), r.length(), descriptors);
 		if (descriptors.count == 0) {
 			// A backend that reported nothing: the whole range as data.

@@ -65,7 +65,7 @@ class NbdServerTransmissionTests {
 		this.file = new FileBackend("file", this.dir.resolve("disk.img"), SIZE, null, false);
 		this.server = new NbdServer(NbdServerConfig.builder().port(0).maxPayload(MAX_PAYLOAD).build(),
 				List.of(this.mem, this.file, new MemoryBackend("ro", SIZE, null, true), new SlowZeroBackend(),
-						new SlowWriteBackend(), new OrderedBackend()),
+						new SlowWriteBackend(), new OrderedBackend(), new StripedBackend()),
 				Map.of(), Map.of(), null);
 		this.server.start();
 		this.port = this.server.port();
@@ -173,6 +173,44 @@ class NbdServerTransmissionTests {
 			Reply ok = c.readReply(4);
 			assertOk(ok, 8);
 			assertThat(ok.data()).containsOnly(0);
+		}
+	}
+
+	@Test
+	void zeroLengthRequestsAreInvalidNotAFullDisk() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", false, false)) {
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 0, new byte[0]);
+			assertError(c.readSimpleReply(), 1, EINVAL);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE_ZEROES, 2, 4096, 0, null);
+			assertError(c.readSimpleReply(), 2, EINVAL);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 3, 0, 0, null);
+			assertError(c.readSimpleReply(), 3, EINVAL);
+			// Still in step: the next request is answered normally.
+			c.sendRequest(0, NbdProtocol.CMD_READ, 4, 0, 4, null);
+			assertOk(c.readReply(4), 4);
+		}
+	}
+
+	@Test
+	void blockStatusReplyStaysWithinMaximumPayload() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "striped", true, true)) {
+			c.sendRequest(0, NbdProtocol.CMD_BLOCK_STATUS, 1, 0, StripedBackend.SIZE, null);
+			Chunk chunk = c.readChunk();
+			assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_BLOCK_STATUS);
+			assertThat(chunk.done()).isTrue();
+			// Many descriptors (the backend has 131072 extents), but no more than fit the payload.
+			assertThat(chunk.payload().length).isLessThanOrEqualTo(MAX_PAYLOAD).isGreaterThan(MAX_PAYLOAD - 16);
+			ByteBuffer payload = ByteBuffer.wrap(chunk.payload());
+			payload.getInt();
+			long covered = 0;
+			for (int i = 0; payload.hasRemaining(); i++) {
+				long length = Integer.toUnsignedLong(payload.getInt());
+				int flags = payload.getInt();
+				assertThat(length).isEqualTo(StripedBackend.STRIPE);
+				assertThat(flags).isEqualTo(((i % 2) == 0) ? 0 : (NbdProtocol.STATE_HOLE | NbdProtocol.STATE_ZERO));
+				covered += length;
+			}
+			assertThat(covered).isPositive().isLessThan(StripedBackend.SIZE);
 		}
 	}
 
@@ -513,6 +551,52 @@ class NbdServerTransmissionTests {
 	}
 
 	/** Advertises fast zero but, like a file without hole punching, can only zero slowly. */
+	/** 64 MiB of alternating 512-byte data and hole extents. */
+	static final class StripedBackend implements ExportBackend {
+
+		static final long SIZE = 64L << 20;
+
+		static final int STRIPE = 512;
+
+		@Override
+		public String name() {
+			return "striped";
+		}
+
+		@Override
+		public long size() {
+			return SIZE;
+		}
+
+		@Override
+		public boolean canExtents() {
+			return true;
+		}
+
+		@Override
+		public void extents(long offset, long length, ExtentSink sink) {
+			for (long pos = offset; pos < offset + length; pos += STRIPE) {
+				boolean hole = ((pos / STRIPE) % 2) == 1;
+				if (!sink.extent(STRIPE, hole ? (HOLE | ZERO) : 0)) {
+					return;
+				}
+			}
+		}
+
+		@Override
+		public void read(long offset, ByteBuffer dst) {
+			while (dst.hasRemaining()) {
+				dst.put((byte) 0);
+			}
+		}
+
+		@Override
+		public void write(long offset, ByteBuffer src, boolean fua) {
+			src.position(src.limit());
+		}
+
+	}
+
 	static final class SlowZeroBackend implements ExportBackend {
 
 		private final MemoryBackend data = new MemoryBackend("slowzero", SIZE);
