@@ -27,6 +27,9 @@ import io.netty.channel.ChannelInboundHandlerAdapter;
 import io.netty.channel.ChannelOutboundBuffer;
 import io.netty.channel.DefaultFileRegion;
 import io.netty.channel.FileRegion;
+import io.netty.channel.socket.DuplexChannel;
+import io.netty.handler.ssl.SslHandler;
+import io.netty.util.concurrent.Future;
 import io.netty.handler.timeout.IdleStateEvent;
 import io.netty.util.ReferenceCountUtil;
 
@@ -57,6 +60,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	 * into the reply buffer, which is cheaper than the bookkeeping at that size.
 	 */
 	private static final int LARGE_READ = 64 * 1024;
+
+	/** After the last reply and FIN, how long the client has to close its side before we close. */
+	private static final long LINGER_MILLIS = 2000;
 
 	private final NbdServer server;
 
@@ -94,6 +100,12 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	/** The last reply is written: the socket closes once it has been flushed to it. */
 	private boolean closeScheduled;
+
+	/** Replies handed to the socket so far. */
+	private long repliesWritten;
+
+	/** Every reply sent and FIN sent: what the client still sends is read and dropped. */
+	private boolean outputShut;
 
 	private boolean closed;
 
@@ -256,6 +268,12 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	private void onRequest(ProtocolMessage.Request r) {
+		if (this.outputShut) {
+			// No reply can be sent any more; read only so that closing does not reset the
+			// connection (a close with unread input sends RST, which drops unsent replies).
+			r.release();
+			return;
+		}
 		if (r.type() == NbdProtocol.CMD_DISC) {
 			// The spec: requests sent before DISC are still handled and answered.
 			r.release();
@@ -315,18 +333,52 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		}, ms, TimeUnit.MILLISECONDS);
 	}
 
-	/** Closing and every request answered: close once the last reply byte reached the socket. */
+	/**
+	 * Closing and every request answered: once the last reply byte is in the socket, sends FIN
+	 * (after TLS close_notify) and closes when the client does, or after {@link #LINGER_MILLIS}.
+	 * The socket is not closed at once: a close with unread input (a client still sending)
+	 * would reset the connection and drop replies the kernel has not sent yet.
+	 */
 	private void maybeClose() {
 		if (this.closing && this.connection.inFlight() == 0 && !this.closed && !this.closeScheduled) {
 			this.closeScheduled = true;
+			long repliesBefore = this.repliesWritten;
 			// Writes complete in order: this one completes after every reply before it was sent.
-			this.ctx.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(f -> this.ctx.close());
+			this.ctx.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(f -> {
+				if (!f.isSuccess() || this.closed || !(this.ctx.channel() instanceof DuplexChannel duplex)) {
+					this.ctx.close();
+					return;
+				}
+				if (this.repliesWritten != repliesBefore) {
+					// An ESHUTDOWN reply to a request that came meanwhile: send it too first.
+					this.closeScheduled = false;
+					maybeClose();
+					return;
+				}
+				if (this.drainDeadline != null) {
+					this.drainDeadline.cancel(false);
+				}
+				SslHandler tls = this.ctx.pipeline().get(SslHandler.class);
+				Future<?> notified = (tls != null) ? tls.closeOutbound() : this.ctx.executor().newSucceededFuture(null);
+				notified.addListener(n -> {
+					this.outputShut = true;
+					updateAutoRead();
+					duplex.shutdownOutput().addListener(s -> {
+						if (!s.isSuccess()) {
+							this.ctx.close();
+						}
+					});
+					this.ctx.executor().schedule(() -> this.ctx.close(), LINGER_MILLIS, TimeUnit.MILLISECONDS);
+				});
+			});
 		}
 	}
 
 	private void updateAutoRead() {
-		boolean read = !this.closing && this.queue.isEmpty() && this.connection.inFlight() < this.maxInFlight
-				&& this.ctx.channel().isWritable();
+		// While closing, what arrives is answered at once (ESHUTDOWN) or dropped once output is
+		// shut: keep reading, so that nothing unread is left when the socket closes.
+		boolean read = this.outputShut || (this.ctx.channel().isWritable() && (this.closing
+				|| (this.queue.isEmpty() && this.connection.inFlight() < this.maxInFlight)));
 		if (this.ctx.channel().config().isAutoRead() != read) {
 			this.ctx.channel().config().setAutoRead(read);
 			if (read) {
@@ -853,6 +905,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 				this.ctx.write(b, this.ctx.voidPromise());
 			}
 			this.ctx.flush();
+			this.repliesWritten++;
 		}
 		long nanos = System.nanoTime() - startNanos;
 		if (error == null && bytes > 0) {
