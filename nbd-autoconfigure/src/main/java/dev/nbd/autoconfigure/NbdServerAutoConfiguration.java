@@ -80,8 +80,9 @@ public final class NbdServerAutoConfiguration {
 			.writeStallTimeout(properties.getWriteStallTimeout())
 			.drainTimeout(properties.getDrainTimeout())
 			.busyPoll(properties.getBusyPoll())
-			.sendBufferSize((properties.getSendBufferSize().toBytes() == 0) ? 0
-					: toIntBytes(properties.getSendBufferSize().toBytes(), "nbd.server.send-buffer-size"))
+			.sendBufferSize((properties.getSendBufferSize() == null) ? NbdServerConfig.ADAPTIVE_SEND_BUFFER
+					: (properties.getSendBufferSize().toBytes() == 0) ? 0
+							: toIntBytes(properties.getSendBufferSize().toBytes(), "nbd.server.send-buffer-size"))
 			.allowedAddresses(properties.getAllowedAddresses().stream().map(Cidr::parse).toList())
 			.transport(properties.getTransport())
 			.eventLoopThreads(properties.getEventLoopThreads())

@@ -87,8 +87,9 @@ public class NbdServerProperties {
 	/**
 	 * Socket send buffer (SO_SNDBUF) of each connection; the kernel doubles it. 0 leaves it to
 	 * the kernel's autotuning, which suits links with a large bandwidth-delay product (WAN).
+	 * Unset: 512KB for clients on this host (loopback), autotuning for all others.
 	 */
-	private DataSize sendBufferSize = DataSize.ofKilobytes(512);
+	private DataSize sendBufferSize;
 
 	/**
 	 * Comma-separated CIDR blocks (IPv4 or IPv6) allowed to connect; empty allows all. Checked

@@ -139,8 +139,10 @@ public final class NbdServer {
 			.childHandler(new ChannelInitializer<SocketChannel>() {
 				@Override
 				protected void initChannel(SocketChannel ch) {
-					if (NbdServer.this.config.sendBufferSize() > 0) {
-						ch.config().setSendBufferSize(NbdServer.this.config.sendBufferSize());
+					InetSocketAddress remote = ch.remoteAddress();
+					int sendBuffer = NbdServer.this.config.sendBufferFor((remote != null) ? remote.getAddress() : null);
+					if (sendBuffer > 0) {
+						ch.config().setSendBufferSize(sendBuffer);
 					}
 					accept(ch);
 				}

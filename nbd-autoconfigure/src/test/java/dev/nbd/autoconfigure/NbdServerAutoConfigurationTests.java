@@ -41,7 +41,10 @@ class NbdServerAutoConfigurationTests {
 			assertThat(config.maxPayload()).isEqualTo(32 * 1024 * 1024);
 			assertThat(config.handshakeTimeout()).hasSeconds(10);
 			assertThat(config.maxInFlight()).isEqualTo(64);
-			assertThat(config.sendBufferSize()).isEqualTo(512 * 1024);
+			assertThat(config.drainTimeout()).hasSeconds(30);
+			assertThat(config.sendBufferSize()).isEqualTo(NbdServerConfig.ADAPTIVE_SEND_BUFFER);
+			assertThat(config.sendBufferFor(java.net.InetAddress.getLoopbackAddress())).isEqualTo(512 * 1024);
+			assertThat(config.sendBufferFor(java.net.InetAddress.getByAddress(new byte[] { 10, 1, 2, 3 }))).isZero();
 			assertThat(config.busyPoll()).isZero();
 			assertThat(config.tls()).isNull();
 			assertThat(server.exports()).isEmpty();
@@ -131,7 +134,7 @@ class NbdServerAutoConfigurationTests {
 			.withPropertyValues("nbd.server.max-connections=7", "nbd.server.max-in-flight=3",
 					"nbd.server.max-payload=1MB", "nbd.server.handshake-timeout=2s",
 					"nbd.server.allowed-addresses=127.0.0.0/8,::1", "nbd.server.transport=nio",
-					"nbd.server.send-buffer-size=0", "nbd.server.busy-poll=50us")
+					"nbd.server.send-buffer-size=0", "nbd.server.busy-poll=50us", "nbd.server.drain-timeout=3s")
 			.run((context) -> {
 				NbdServerConfig config = context.getBean(NbdServer.class).config();
 				assertThat(config.maxConnections()).isEqualTo(7);
@@ -140,6 +143,8 @@ class NbdServerAutoConfigurationTests {
 				assertThat(config.handshakeTimeout()).hasSeconds(2);
 				assertThat(config.allowedAddresses()).hasSize(2);
 				assertThat(config.sendBufferSize()).isZero();
+				assertThat(config.sendBufferFor(java.net.InetAddress.getLoopbackAddress())).isZero();
+				assertThat(config.drainTimeout()).hasSeconds(3);
 				assertThat(config.busyPoll()).isEqualTo(java.time.Duration.ofNanos(50_000));
 				assertThat(context.getBean(NbdServer.class).transport()).isEqualTo(dev.nbd.server.Transport.NIO);
 			});
