@@ -1,7 +1,9 @@
 package dev.nbd.server;
 
 import java.net.InetAddress;
-import java.net.UnknownHostException;
+import java.util.Arrays;
+
+import io.netty.util.NetUtil;
 
 /** An IPv4 or IPv6 address block ({@code 10.0.0.0/8}, {@code ::1/128}, or a single address). */
 public final class Cidr {
@@ -18,20 +20,20 @@ public final class Cidr {
 		this.text = text;
 	}
 
+	/**
+	 * Parses an IP literal with an optional prefix length. Host names are refused, never
+	 * resolved: an allow-list must not depend on DNS (a lookup at startup could block, and its
+	 * answer could be spoofed or change later).
+	 */
 	public static Cidr parse(String text) {
 		String s = text.trim();
 		int slash = s.indexOf('/');
 		String host = (slash >= 0) ? s.substring(0, slash) : s;
-		if (!host.matches("[0-9a-fA-F:.]+")) {
-			// Refuse names: resolving DNS here would make the allow-list depend on DNS.
-			throw new IllegalArgumentException("not an IP address or CIDR block: '" + text + "'");
-		}
-		byte[] address;
-		try {
-			address = InetAddress.getByName(host).getAddress();
-		}
-		catch (UnknownHostException ex) {
-			throw new IllegalArgumentException("not an IP address or CIDR block: '" + text + "'", ex);
+		// A literal parser only: InetAddress.getByName would look up anything it cannot parse.
+		byte[] address = NetUtil.createByteArrayFromIpAddressString(host);
+		if (address == null) {
+			throw new IllegalArgumentException("not an IP address or CIDR block: '" + text
+					+ "' (host names are not accepted; use IPv4 or IPv6 literals such as 10.0.0.0/8 or fd00::/8)");
 		}
 		int prefix = address.length * 8;
 		if (slash >= 0) {
@@ -45,6 +47,15 @@ public final class Cidr {
 				throw new IllegalArgumentException("prefix length out of range in '" + text + "'");
 			}
 		}
+		if (address.length == 16 && isMapped(address)) {
+			// An IPv4-mapped block (::ffff:10.0.0.0/104) is kept as the IPv4 block it names.
+			if (prefix < 96) {
+				throw new IllegalArgumentException("prefix length of an IPv4-mapped address must be 96 to 128 in '"
+						+ text + "'");
+			}
+			address = Arrays.copyOfRange(address, 12, 16);
+			prefix -= 96;
+		}
 		return new Cidr(address, prefix, s);
 	}
 
@@ -53,7 +64,7 @@ public final class Cidr {
 		if (a.length != this.network.length) {
 			// IPv4-mapped IPv6 addresses are compared as IPv4.
 			if (a.length == 16 && this.network.length == 4 && isMapped(a)) {
-				a = java.util.Arrays.copyOfRange(a, 12, 16);
+				a = Arrays.copyOfRange(a, 12, 16);
 			}
 			else {
 				return false;

@@ -114,6 +114,15 @@ public final class Export {
 		return true;
 	}
 
+	/** Gives back a claim whose negotiation failed before the export was attached. */
+	void unclaim(NbdConnection connection) {
+		synchronized (this) {
+			if (this.holder == connection) {
+				this.holder = null;
+			}
+		}
+	}
+
 	/** Whether FUA is done by the backend itself (otherwise write, then flush). */
 	boolean nativeFua() {
 		return this.backend.canFua() && (this.backend.isMultiConnSafe() || this.multiConnMode != MultiConnMode.EMULATE);

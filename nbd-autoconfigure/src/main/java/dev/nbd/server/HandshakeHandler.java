@@ -134,6 +134,14 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		}
 		int opt = o.option();
 		ByteBufAllocator alloc = ctx.alloc();
+		if (opt == NbdProtocol.OPT_SET_META_CONTEXT) {
+			// A SET replaces earlier selections even when it fails (spec), whatever the failure.
+			this.metaContextExport = null;
+		}
+		if (this.server.isDraining() && opt != NbdProtocol.OPT_ABORT) {
+			shuttingDown(ctx, opt);
+			return;
+		}
 		// FORCEDTLS comes first: before TLS, every option but STARTTLS and ABORT is refused,
 		// whatever its size or content.
 		TlsSettings tls = this.server.config().tls();
@@ -189,6 +197,24 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		}
 	}
 
+	/**
+	 * The server is draining: every option but ABORT gets NBD_REP_ERR_SHUTDOWN (EXPORT_NAME,
+	 * which has no error reply, a close), then the connection closes. The client is told to
+	 * leave, and no export is attached while the server waits for the requests in flight.
+	 */
+	private void shuttingDown(ChannelHandlerContext ctx, int opt) {
+		this.done = true;
+		this.server.refused("shutting_down",
+				"Refused " + NbdProtocol.optionName(opt) + " from " + this.connection + ": server is shutting down");
+		if (opt == NbdProtocol.OPT_EXPORT_NAME) {
+			ctx.close();
+			return;
+		}
+		ctx.writeAndFlush(NbdEncoder.optionError(ctx.alloc(), opt, NbdProtocol.REP_ERR_SHUTDOWN,
+				"server is shutting down"))
+			.addListener(ChannelFutureListener.CLOSE);
+	}
+
 	private void exportName(ChannelHandlerContext ctx, ByteBuf data) {
 		String name;
 		try {
@@ -215,9 +241,17 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 			ctx.close();
 			return;
 		}
+		// The connection's view before the reply: a client is never told an export is ready
+		// that then fails it. EXPORT_NAME has no error reply: a failure closes.
+		ExportBackend view = connectView(export, NbdProtocol.OPT_EXPORT_NAME);
+		if (view == null) {
+			this.done = true;
+			ctx.close();
+			return;
+		}
 		ctx.writeAndFlush(NbdEncoder.exportNameReply(ctx.alloc(), size,
 				export.transmissionFlags(this.structuredReplies), this.noZeroes));
-		enterTransmission(ctx, export, size);
+		enterTransmission(ctx, export, view, size);
 	}
 
 	private void list(ChannelHandlerContext ctx, ByteBuf data) {
@@ -318,17 +352,32 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		if (refusal != null) {
 			this.server.refused("export_refused", "Refused " + NbdProtocol.optionName(opt) + " from " + this.connection
 					+ ": " + refusal);
-			int type = this.server.isDraining() ? NbdProtocol.REP_ERR_SHUTDOWN : NbdProtocol.REP_ERR_POLICY;
-			reply(ctx, NbdEncoder.optionError(ctx.alloc(), opt, type, refusal));
+			reply(ctx, NbdEncoder.optionError(ctx.alloc(), opt, NbdProtocol.REP_ERR_POLICY, refusal));
 			return;
 		}
+		boolean go = opt == NbdProtocol.OPT_GO;
 		long size;
 		try {
 			size = export.size();
 		}
 		catch (IOException ex) {
+			if (go) {
+				export.unclaim(this.connection);
+			}
 			reply(ctx, NbdEncoder.optionError(ctx.alloc(), opt, NbdProtocol.REP_ERR_PLATFORM, "size unavailable"));
 			return;
+		}
+		// GO: the connection's view first, so a backend that cannot serve this client is an
+		// error reply the client can act on (negotiation goes on), never an ACK and a dead connection.
+		ExportBackend view = null;
+		if (go) {
+			view = connectView(export, opt);
+			if (view == null) {
+				export.unclaim(this.connection);
+				reply(ctx, NbdEncoder.optionError(ctx.alloc(), opt, NbdProtocol.REP_ERR_UNKNOWN,
+						"export '" + export.name() + "' is not available"));
+				return;
+			}
 		}
 		ByteBufAllocator alloc = ctx.alloc();
 		ExportBackend backend = export.backend();
@@ -345,8 +394,8 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 				Math.max(backend.preferredBlockSize(), backend.minimumBlockSize()), this.server.config().maxPayload()));
 		ctx.write(NbdEncoder.infoExport(alloc, opt, size, export.transmissionFlags(this.structuredReplies)));
 		reply(ctx, NbdEncoder.optionReply(alloc, opt, NbdProtocol.REP_ACK, null));
-		if (opt == NbdProtocol.OPT_GO) {
-			enterTransmission(ctx, export, size);
+		if (go) {
+			enterTransmission(ctx, export, view, size);
 		}
 	}
 
@@ -395,9 +444,6 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		if (export == null) {
 			return "unknown export '" + name + "'";
 		}
-		if (this.server.isDraining()) {
-			return "server is shutting down";
-		}
 		if (!allowed(export)) {
 			return "client address not allowed for export '" + export.name() + "'";
 		}
@@ -417,18 +463,26 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		return export.allowedAddresses().stream().anyMatch(c -> c.contains(inet.getAddress()));
 	}
 
-	private void enterTransmission(ChannelHandlerContext ctx, Export export, long size) {
-		this.done = true;
-		cancelTimeout();
-		ExportBackend view;
+	/** The backend's view for this connection, or null (logged and counted) when it cannot give one. */
+	private ExportBackend connectView(Export export, int opt) {
 		try {
-			view = export.backend().connect();
+			ExportBackend view = export.backend().connect();
+			if (view == null) {
+				throw new IllegalStateException("connect() returned null");
+			}
+			return view;
 		}
 		catch (IOException | RuntimeException ex) {
-			logger.error("Export '{}' refused a connection", export.name(), ex);
-			ctx.close();
-			return;
+			this.server.refused("backend_connect", "Refused " + NbdProtocol.optionName(opt) + " from "
+					+ this.connection + ": export '" + export.name() + "' could not open a connection: " + ex);
+			logger.debug("Export '{}' refused a connection", export.name(), ex);
+			return null;
 		}
+	}
+
+	private void enterTransmission(ChannelHandlerContext ctx, Export export, ExportBackend view, long size) {
+		this.done = true;
+		cancelTimeout();
 		FlushCoordinator own = (export.sharedFlush() == null)
 				? new FlushCoordinator(view::flush, view.isBlocking() ? this.server.blockingExecutor() : Runnable::run)
 				: null;

@@ -83,6 +83,9 @@ public final class NbdServer {
 
 	private ExecutorService blockingExecutor;
 
+	/** Chunks of long CACHE/TRIM/WRITE_ZEROES requests: at most half the workers, in fair turns. */
+	private final BackgroundScheduler backgroundScheduler;
+
 	private Channel serverChannel;
 
 	private Transport transport;
@@ -95,6 +98,8 @@ public final class NbdServer {
 		this.blockingExecutor = new ThreadPoolExecutor(config.workerThreads(), config.workerThreads(), 60,
 				TimeUnit.SECONDS, new LinkedBlockingQueue<>(), new DefaultThreadFactory("nbd-worker", true));
 		((ThreadPoolExecutor) this.blockingExecutor).allowCoreThreadTimeOut(true);
+		this.backgroundScheduler = new BackgroundScheduler(this.blockingExecutor,
+				Math.max(1, config.workerThreads() / 2));
 		Map<String, Export> map = new LinkedHashMap<>();
 		for (ExportBackend backend : backends) {
 			String name = backend.name();
@@ -386,6 +391,18 @@ public final class NbdServer {
 
 	ExecutorService blockingExecutor() {
 		return this.blockingExecutor;
+	}
+
+	BackgroundScheduler backgroundScheduler() {
+		return this.backgroundScheduler;
+	}
+
+	/**
+	 * Chunks of long CACHE, TRIM and WRITE_ZEROES requests waiting for a worker (a backlog that
+	 * stays high means clients ask for more background work than the workers give it).
+	 */
+	public int backgroundChunksWaiting() {
+		return this.backgroundScheduler.waiting();
 	}
 
 	Map<String, Export> exportMap() {

@@ -29,4 +29,12 @@ public interface NbdServerListener {
 	default void flushCompleted(Export export, long nanos, boolean success) {
 	}
 
+	/**
+	 * One chunk of a long CACHE, TRIM or WRITE_ZEROES request ran: {@code bytes} of the range
+	 * ({@code op} is {@code cache}, {@code trim} or {@code write_zeroes}). Called from worker
+	 * threads too.
+	 */
+	default void backgroundChunk(Export export, String op, long bytes) {
+	}
+
 }

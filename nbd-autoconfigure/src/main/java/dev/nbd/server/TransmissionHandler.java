@@ -52,6 +52,15 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	private static final ByteBuffer ZEROES = ByteBuffer.allocateDirect(ZERO_CHUNK).asReadOnlyBuffer();
 
+	/**
+	 * CACHE and emulated WRITE_ZEROES longer than this (they move that many bytes through the
+	 * storage) run as a series of chunks of this size, each queued behind other clients' work.
+	 */
+	private static final long DATA_CHUNK = ZERO_CHUNK;
+
+	/** The same for TRIM and native WRITE_ZEROES, which the backend declared cheap per byte. */
+	private static final long NATIVE_CHUNK = 4 << 20;
+
 	private static final int MAX_EXTENTS = 1 << 16;
 
 	/**
@@ -574,6 +583,11 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	/** Runs a validated request; on a worker thread for blocking backends. */
 	private void execute(ProtocolMessage.Request r, long cost, long startNanos) {
+		if (r.length() > chunkSize(r)) {
+			r.release();
+			new LongRequest(r, cost, startNanos).begin();
+			return;
+		}
 		List<ByteBuf> reply = null;
 		NbdError error = null;
 		long bytes = 0;
@@ -639,6 +653,15 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			reply.forEach(ByteBuf::release);
 			reply = null;
 		}
+		answer(r, cost, startNanos, reply, error, bytes, flushAfter);
+	}
+
+	/**
+	 * Hands the outcome of an executed request to the event loop, after a flush when
+	 * {@code flushAfter} (FUA done by the server) and the request succeeded.
+	 */
+	private void answer(ProtocolMessage.Request r, long cost, long startNanos, List<ByteBuf> reply, NbdError error,
+			long bytes, boolean flushAfter) {
 		if (error == null && flushAfter) {
 			long b = bytes;
 			CompletableFuture<Void> flush = (this.export.sharedFlush() != null) ? this.export.sharedFlush().flush()
@@ -793,18 +816,24 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	}
 
 	private void zero(ProtocolMessage.Request r, boolean fua) throws Exception {
-		boolean fast = r.hasFlag(NbdProtocol.CMD_FLAG_FAST_ZERO);
-		boolean mayTrim = !r.hasFlag(NbdProtocol.CMD_FLAG_NO_HOLE);
-		if (fast && !(this.view.canZero() && this.view.canFastZero())) {
+		checkFastZero(r);
+		zero(r.offset(), r.length(), !r.hasFlag(NbdProtocol.CMD_FLAG_NO_HOLE), r.hasFlag(NbdProtocol.CMD_FLAG_FAST_ZERO),
+				fua);
+	}
+
+	private void checkFastZero(ProtocolMessage.Request r) throws NbdBackendException {
+		if (r.hasFlag(NbdProtocol.CMD_FLAG_FAST_ZERO) && !(this.view.canZero() && this.view.canFastZero())) {
 			throw new NbdBackendException(NbdError.ENOTSUP, "fast zero not supported");
 		}
+	}
+
+	private void zero(long offset, long length, boolean mayTrim, boolean fast, boolean fua) throws Exception {
 		if (this.view.canZero()) {
-			this.view.zero(r.offset(), r.length(), mayTrim, fast, fua);
+			this.view.zero(offset, length, mayTrim, fast, fua);
 			return;
 		}
 		// Emulation: write zeroes from a shared read-only buffer, chunk by chunk.
-		long offset = r.offset();
-		long end = offset + r.length();
+		long end = offset + length;
 		while (offset < end) {
 			int n = (int) Math.min(ZERO_CHUNK, end - offset);
 			ByteBuffer chunk = ZEROES.duplicate();
@@ -812,6 +841,129 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			this.view.write(offset, chunk, false);
 			offset += n;
 		}
+	}
+
+	/**
+	 * Most bytes of CACHE, TRIM or WRITE_ZEROES that run in one go; longer ones run as a
+	 * {@link LongRequest}. Unbounded for other requests.
+	 */
+	private long chunkSize(ProtocolMessage.Request r) {
+		return switch (r.type()) {
+			case NbdProtocol.CMD_CACHE -> DATA_CHUNK;
+			case NbdProtocol.CMD_TRIM -> NATIVE_CHUNK;
+			case NbdProtocol.CMD_WRITE_ZEROES -> this.view.canZero() ? NATIVE_CHUNK : DATA_CHUNK;
+			default -> Long.MAX_VALUE;
+		};
+	}
+
+	/**
+	 * A CACHE, TRIM or WRITE_ZEROES longer than one chunk, run chunk by chunk: each next chunk
+	 * queues behind other work (the server's {@link BackgroundScheduler}, round robin across
+	 * exports and connections, for blocking backends; the event loop's task queue otherwise), so
+	 * one client's long requests cannot hold the workers or a network thread while other
+	 * clients' requests wait. FUA is honoured by one flush after the last chunk. Stops early,
+	 * answering {@code NBD_ESHUTDOWN}, once the connection is gone or the server shuts down (the
+	 * range is then unspecified, as after any failed write).
+	 */
+	private final class LongRequest implements Runnable {
+
+		private final ProtocolMessage.Request request;
+
+		private final long cost;
+
+		private final long startNanos;
+
+		private final String op;
+
+		private final long chunk;
+
+		private final long end;
+
+		private long offset;
+
+		LongRequest(ProtocolMessage.Request request, long cost, long startNanos) {
+			this.request = request;
+			this.cost = cost;
+			this.startNanos = startNanos;
+			this.op = NbdProtocol.commandName(request.type());
+			this.chunk = chunkSize(request);
+			this.offset = request.offset();
+			this.end = request.offset() + request.length();
+		}
+
+		void begin() {
+			try {
+				if (this.request.type() == NbdProtocol.CMD_WRITE_ZEROES) {
+					checkFastZero(this.request);
+				}
+			}
+			catch (NbdBackendException ex) {
+				finish(ex.error());
+				return;
+			}
+			if (TransmissionHandler.this.view.isBlocking()) {
+				queueNext();
+			}
+			else {
+				run();
+			}
+		}
+
+		@Override
+		public void run() {
+			if (!TransmissionHandler.this.ctx.channel().isActive() || TransmissionHandler.this.server.isDraining()) {
+				finish(NbdError.ESHUTDOWN);
+				return;
+			}
+			ProtocolMessage.Request r = this.request;
+			long n = Math.min(this.chunk, this.end - this.offset);
+			try {
+				switch (r.type()) {
+					case NbdProtocol.CMD_CACHE -> TransmissionHandler.this.view.cache(this.offset, n);
+					case NbdProtocol.CMD_TRIM -> TransmissionHandler.this.view.trim(this.offset, n, false);
+					default -> zero(this.offset, n, !r.hasFlag(NbdProtocol.CMD_FLAG_NO_HOLE),
+							r.hasFlag(NbdProtocol.CMD_FLAG_FAST_ZERO), false);
+				}
+			}
+			catch (NbdBackendException ex) {
+				logFailure(r, ex);
+				finish(ex.error());
+				return;
+			}
+			catch (Throwable ex) {
+				logFailure(r, ex);
+				finish(NbdError.EIO);
+				return;
+			}
+			TransmissionHandler.this.server.listener().backgroundChunk(TransmissionHandler.this.export, this.op, n);
+			this.offset += n;
+			if (this.offset < this.end) {
+				queueNext();
+			}
+			else {
+				finish(null);
+			}
+		}
+
+		private void queueNext() {
+			if (TransmissionHandler.this.view.isBlocking()) {
+				TransmissionHandler.this.server.backgroundScheduler()
+					.submit(TransmissionHandler.this.export, TransmissionHandler.this.connection, this);
+				return;
+			}
+			try {
+				TransmissionHandler.this.ctx.executor().execute(this);
+			}
+			catch (RejectedExecutionException ex) {
+				// Event loop gone: the connection is closed, nothing to answer.
+			}
+		}
+
+		private void finish(NbdError error) {
+			boolean flushAfter = error == null && this.request.hasFlag(NbdProtocol.CMD_FLAG_FUA);
+			answer(this.request, this.cost, this.startNanos, null, error, 0, flushAfter);
+		}
+
 	}
 
 	private List<ByteBuf> blockStatus(ProtocolMessage.Request r) throws Exception {

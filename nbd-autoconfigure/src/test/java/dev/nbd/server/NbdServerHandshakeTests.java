@@ -14,6 +14,7 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 import dev.nbd.backend.MemoryBackend;
+import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.testsupport.RawNbdClient;
 import dev.nbd.testsupport.RawNbdClient.Chunk;
@@ -303,6 +304,36 @@ class NbdServerHandshakeTests {
 			Chunk chunk = c.readChunk();
 			assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_BLOCK_STATUS);
 			assertThat(chunk.done()).isTrue();
+		}
+	}
+
+	/**
+	 * A SET_META_CONTEXT replaces earlier selections even when it fails (spec): after a failed
+	 * one, BLOCK_STATUS is refused as if no context had been selected.
+	 */
+	@Test
+	void failedSetMetaContextClearsTheEarlierSelection() throws Exception {
+		byte[] unknownExport = RawNbdClient.metaContextData("nope", NbdProtocol.CONTEXT_BASE_ALLOCATION);
+		byte[] malformed = { 0, 0, 0, 9, 'm' };
+		for (byte[] failing : new byte[][] { unknownExport, malformed }) {
+			try (RawNbdClient c = negotiating()) {
+				assertThat(c.replies(NbdProtocol.OPT_STRUCTURED_REPLY, new byte[0])).extracting(OptionReply::type)
+					.containsExactly(NbdProtocol.REP_ACK);
+				assertThat(c.replies(NbdProtocol.OPT_SET_META_CONTEXT,
+						RawNbdClient.metaContextData("mem", NbdProtocol.CONTEXT_BASE_ALLOCATION)))
+					.extracting(OptionReply::type)
+					.containsExactly(NbdProtocol.REP_META_CONTEXT, NbdProtocol.REP_ACK);
+				assertThat(c.replies(NbdProtocol.OPT_SET_META_CONTEXT, failing)).extracting(OptionReply::type)
+					.singleElement()
+					.isIn(NbdProtocol.REP_ERR_UNKNOWN, NbdProtocol.REP_ERR_INVALID);
+				assertThat(c.replies(NbdProtocol.OPT_GO, RawNbdClient.infoData("mem"))).last()
+					.extracting(OptionReply::type)
+					.isEqualTo(NbdProtocol.REP_ACK);
+				c.sendRequest(0, NbdProtocol.CMD_BLOCK_STATUS, 3, 0, 4096, null);
+				Chunk chunk = c.readChunk();
+				assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_ERROR);
+				assertThat(chunk.error()).isEqualTo(NbdError.EINVAL.code());
+			}
 		}
 	}
 

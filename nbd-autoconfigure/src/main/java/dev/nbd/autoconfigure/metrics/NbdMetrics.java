@@ -40,6 +40,10 @@ import io.netty.channel.EventLoopGroup;
  * <li>{@code nbd.connections.refused} [{@code nbd_connections_refused_total}]: by reason;</li>
  * <li>{@code nbd.flush.requests} and {@code nbd.flush.syncs} [{@code _total}]: client flushes
  * and the backend syncs that served them (group commit saves the difference).</li>
+ * <li>{@code nbd.background.bytes} and {@code nbd.background.chunks} [{@code _total}]: the work
+ * of long CACHE, TRIM and WRITE_ZEROES requests, run in chunks, per export and op;</li>
+ * <li>{@code nbd.background.waiting} [{@code nbd_background_waiting}]: such chunks waiting for a
+ * worker.</li>
  * </ul>
  * Listener methods run on network threads: every meter they touch is resolved once and looked
  * up in small maps afterwards, no builder runs per request.
@@ -120,6 +124,13 @@ public class NbdMetrics implements NbdServerListener {
 		meters(export).flush.record(nanos, TimeUnit.NANOSECONDS);
 	}
 
+	@Override
+	public void backgroundChunk(Export export, String op, long bytes) {
+		Counter[] counters = meters(export).background(op);
+		counters[0].increment(bytes);
+		counters[1].increment();
+	}
+
 	/**
 	 * Registers what needs the running server: per-export gauges, and Netty's event loop and
 	 * allocator metrics. Call after each {@link NbdServer#start()} and off the server's event
@@ -130,6 +141,9 @@ public class NbdMetrics implements NbdServerListener {
 		for (Export export : server.exports()) {
 			meters(export);
 		}
+		Gauge.builder("nbd.background.waiting", server, NbdServer::backgroundChunksWaiting)
+			.description("Chunks of long CACHE, TRIM and WRITE_ZEROES requests waiting for a worker")
+			.register(this.registry);
 		List<EventLoopGroup> groups = server.eventLoopGroups();
 		if (!groups.equals(this.boundGroups)) {
 			this.eventLoopMeters.forEach(this.registry::remove);
@@ -185,6 +199,9 @@ public class NbdMetrics implements NbdServerListener {
 		/** op → outcome → timer. */
 		private final Map<String, Map<String, Timer>> timers = new ConcurrentHashMap<>();
 
+		/** op → [bytes, chunks] of long requests run in chunks. */
+		private final Map<String, Counter[]> background = new ConcurrentHashMap<>();
+
 		ExportMeters(MeterRegistry registry, Export export) {
 			this.registry = registry;
 			this.tags = Tags.of("export", export.name());
@@ -210,6 +227,18 @@ public class NbdMetrics implements NbdServerListener {
 			for (String op : OPS) {
 				timer(op, "success");
 			}
+		}
+
+		Counter[] background(String op) {
+			Counter[] counters = this.background.get(op);
+			return (counters != null) ? counters
+					: this.background.computeIfAbsent(op, (o) -> new Counter[] {
+							counter("nbd.background.bytes", "Bytes of long CACHE, TRIM and WRITE_ZEROES requests", o),
+							counter("nbd.background.chunks", "Chunks that long CACHE, TRIM and WRITE_ZEROES ran as", o) });
+		}
+
+		private Counter counter(String name, String description, String op) {
+			return Counter.builder(name).description(description).tags(this.tags).tag("op", op).register(this.registry);
 		}
 
 		private Counter bytes(String direction) {

@@ -36,6 +36,7 @@ class NbdMetricsAutoConfigurationTests {
 			assertThat(registry.find("nbd.flush").tag("export", "mem").timer()).isNotNull();
 			assertThat(registry.find("netty.eventexecutor.workers").tag("group", "nbd-io").gauge()).isNotNull();
 			assertThat(registry.find("netty.allocator.memory.used").gauges()).isNotEmpty();
+			assertThat(registry.find("nbd.background.waiting").gauge()).isNotNull();
 			int port = context.getBean(NbdServer.class).port();
 			try (RawNbdClient client = RawNbdClient.connect(port, "mem")) {
 				assertThat(client.call(NbdProtocol.CMD_WRITE, 0, 512, new byte[512]).error()).isZero();
@@ -122,6 +123,24 @@ class NbdMetricsAutoConfigurationTests {
 		assertThat(registry.get("nbd.requests").tags("op", "write", "outcome", "eio").timer().count()).isEqualTo(100);
 		assertThat(registry.get("nbd.bytes").tag("direction", "read").counter().count()).isEqualTo(101 * 512);
 		assertThat(registry.get("nbd.flush").timer().count()).isEqualTo(100);
+	}
+
+	@Test
+	void backgroundWorkIsCountedPerExportAndOp() {
+		SimpleMeterRegistry registry = new SimpleMeterRegistry();
+		NbdMetrics metrics = new NbdMetrics(registry);
+		dev.nbd.server.Export export = new dev.nbd.server.Export(new MemoryBackend("m", 4096),
+				dev.nbd.server.MultiConnMode.AUTO, java.util.List.of(), Runnable::run);
+		for (int i = 0; i < 3; i++) {
+			metrics.backgroundChunk(export, "write_zeroes", 1 << 20);
+		}
+		metrics.backgroundChunk(export, "cache", 4096);
+		assertThat(registry.get("nbd.background.bytes").tags("export", "m", "op", "write_zeroes").counter().count())
+			.isEqualTo(3 << 20);
+		assertThat(registry.get("nbd.background.chunks").tags("export", "m", "op", "write_zeroes").counter().count())
+			.isEqualTo(3);
+		assertThat(registry.get("nbd.background.chunks").tags("export", "m", "op", "cache").counter().count())
+			.isEqualTo(1);
 	}
 
 }
