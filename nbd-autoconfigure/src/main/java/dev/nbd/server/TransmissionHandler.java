@@ -110,6 +110,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	/** The last reply is written: the socket closes once it has been flushed to it. */
 	private boolean closeScheduled;
 
+	/** Closed by shutdown or the actuator: long requests stop at their next chunk (read by workers). */
+	private volatile boolean shuttingDown;
+
 	/** Replies handed to the socket so far. */
 	private long repliesWritten;
 
@@ -315,6 +318,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			armDrainDeadline();
 		}
 		if (shutdown) {
+			this.shuttingDown = true;
 			ProtocolMessage.Request r;
 			while ((r = this.queue.poll()) != null) {
 				r.release();
@@ -911,7 +915,8 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 		@Override
 		public void run() {
-			if (!TransmissionHandler.this.ctx.channel().isActive() || TransmissionHandler.this.server.isDraining()) {
+			if (!TransmissionHandler.this.ctx.channel().isActive() || TransmissionHandler.this.server.isDraining()
+					|| TransmissionHandler.this.shuttingDown) {
 				finish(NbdError.ESHUTDOWN);
 				return;
 			}
