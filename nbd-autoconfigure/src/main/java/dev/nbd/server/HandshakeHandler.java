@@ -112,7 +112,12 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 
 	@Override
 	public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
-		logger.debug("Closing {} during negotiation: {}", this.connection, cause.toString());
+		if (cause instanceof Error) {
+			this.server.connectionFailed(this.connection, cause);
+		}
+		else {
+			logger.debug("Closing {} during negotiation: {}", this.connection, cause.toString());
+		}
 		ctx.close();
 	}
 
