@@ -43,6 +43,31 @@ class FlushCoordinatorTest {
 	}
 
 	@Test
+	void inlineSyncRoundsRunAsALoopNotNestedCalls() throws Exception {
+		// A non-blocking backend syncs on the calling thread. While each sync runs, another
+		// connection flushes, so a next round is always due: 2,000 rounds in a row must not nest.
+		AtomicInteger deepest = new AtomicInteger();
+		AtomicInteger syncs = new AtomicInteger();
+		ExecutorService otherConnection = Executors.newSingleThreadExecutor();
+		FlushCoordinator[] inline = new FlushCoordinator[1];
+		inline[0] = new FlushCoordinator(() -> {
+			deepest.accumulateAndGet(Thread.currentThread().getStackTrace().length, Math::max);
+			if (syncs.incrementAndGet() < 2000) {
+				otherConnection.submit(() -> inline[0].flush()).get();
+			}
+		}, Runnable::run);
+		int base = Thread.currentThread().getStackTrace().length;
+		try {
+			inline[0].flush().get(30, TimeUnit.SECONDS);
+		}
+		finally {
+			otherConnection.shutdownNow();
+		}
+		assertThat(syncs).hasValue(2000);
+		assertThat(deepest.get() - base).isLessThan(100);
+	}
+
+	@Test
 	void flushArrivingWhileSyncRunsIsNotAnsweredByThatSync() throws Exception {
 		CompletableFuture<Void> first = this.coordinator.flush();
 		CountDownLatch firstSync = awaitSyncStart();
