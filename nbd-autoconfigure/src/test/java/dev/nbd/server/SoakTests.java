@@ -66,6 +66,7 @@ class SoakTests {
 		long seconds = Long.getLong("nbd.soak.seconds", 45);
 		long baselineActive = activeAllocations();
 		long baselineFds = openFiles();
+		long baselineHeap = usedHeapAfterGc();
 		// Other tests' servers in this JVM may still have threads: compare with what was there.
 		long baselineNetworkThreads = threadsNamed("nbd-io", "nbd-accept");
 		long baselineWorkers = threadsNamed("nbd-worker");
@@ -111,6 +112,7 @@ class SoakTests {
 			assertThat(clients.stream().mapToLong(c -> c.verifiedBytes).sum()).as("bytes checked against the model")
 				.isGreaterThan(clients.size() * SLICE);
 			assertThat(clients.stream().mapToLong(c -> c.sessions).sum()).isGreaterThan(clients.size() * 3L);
+			clients.clear(); // the models are garbage now
 		}
 		finally {
 			pool.shutdownNow();
@@ -125,6 +127,8 @@ class SoakTests {
 				.isLessThanOrEqualTo(baselineNetworkThreads);
 			assertThat(openFiles()).as("open files").isLessThanOrEqualTo(baselineFds);
 		});
+		// Heap back near its baseline: nothing of the soak (models, sessions, buffers) is retained.
+		assertThat(usedHeapAfterGc()).as("heap after GC").isLessThan(baselineHeap + (32L << 20));
 		// Idle workers time out after a minute; until then at most one pool's worth is new.
 		assertThat(threadsNamed("nbd-worker")).isLessThanOrEqualTo(baselineWorkers + config.workerThreads());
 	}
@@ -140,6 +144,11 @@ class SoakTests {
 			n += arena.numActiveAllocations();
 		}
 		return n;
+	}
+
+	private static long usedHeapAfterGc() {
+		System.gc();
+		return ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed();
 	}
 
 	private static long openFiles() throws IOException {
