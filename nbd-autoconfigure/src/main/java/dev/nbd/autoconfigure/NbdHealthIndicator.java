@@ -1,13 +1,18 @@
 package dev.nbd.autoconfigure;
 
+import java.util.List;
+
 import org.springframework.boot.health.contributor.AbstractHealthIndicator;
 import org.springframework.boot.health.contributor.Health;
 
+import dev.nbd.server.Export;
 import dev.nbd.server.NbdServer;
 
 /**
  * UP while the NBD listener is bound, OUT_OF_SERVICE while it drains at shutdown, DOWN
- * otherwise. Meant for the readiness group: a pod that cannot serve NBD must get no clients.
+ * otherwise, and DOWN while an export's sync has failed (its FLUSH and FUA requests fail until
+ * the server is restarted; listed under {@code syncFailed}). Meant for the readiness group: a pod
+ * that cannot serve NBD must get no clients.
  */
 public class NbdHealthIndicator extends AbstractHealthIndicator {
 
@@ -20,7 +25,11 @@ public class NbdHealthIndicator extends AbstractHealthIndicator {
 
 	@Override
 	protected void doHealthCheck(Health.Builder builder) {
-		if (this.server.isRunning() && !this.server.isDraining()) {
+		List<String> syncFailed = this.server.exports().stream().filter(Export::syncFailed).map(Export::name).toList();
+		if (!syncFailed.isEmpty()) {
+			builder.down().withDetail("syncFailed", syncFailed);
+		}
+		else if (this.server.isRunning() && !this.server.isDraining()) {
 			builder.up();
 		}
 		else if (this.server.isDraining()) {

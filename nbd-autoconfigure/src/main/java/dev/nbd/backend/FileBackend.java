@@ -142,51 +142,78 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 
 	@Override
 	public void read(long offset, ByteBuffer dst) throws IOException {
-		while (dst.hasRemaining()) {
-			int n = this.channel.read(dst, offset);
-			if (n < 0) {
-				// Past the end of a file shorter than the export (read-only case): zeroes.
-				while (dst.hasRemaining()) {
-					dst.put((byte) 0);
+		try {
+			while (dst.hasRemaining()) {
+				int n = this.channel.read(dst, offset);
+				if (n < 0) {
+					// Past the end of a file shorter than the export (read-only case): zeroes.
+					while (dst.hasRemaining()) {
+						dst.put((byte) 0);
+					}
+					return;
 				}
-				return;
+				offset += n;
 			}
-			offset += n;
+		}
+		catch (IOException | RuntimeException ex) {
+			throw failed("read at " + offset, ex);
 		}
 	}
 
 	@Override
 	public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
-		while (src.hasRemaining()) {
-			offset += this.channel.write(src, offset);
+		try {
+			while (src.hasRemaining()) {
+				offset += this.channel.write(src, offset);
+			}
+		}
+		catch (IOException | RuntimeException ex) {
+			throw failed("write at " + offset, ex);
 		}
 		if (fua) {
-			this.channel.force(false);
+			flush();
 		}
 	}
 
 	@Override
 	public void flush() throws IOException {
-		this.channel.force(false);
+		try {
+			this.channel.force(false);
+		}
+		catch (IOException | RuntimeException ex) {
+			// The server latches a failed sync for the export: the kernel may have dropped the
+			// dirty pages, so a later fdatasync that succeeds would not mean the data is safe.
+			throw failed("fdatasync", ex);
+		}
 	}
 
 	@Override
 	public void cache(long offset, long length) throws IOException {
-		ByteBuffer scratch = ByteBuffer.allocateDirect((int) Math.min(length, 1 << 20));
-		long end = offset + length;
-		while (offset < end) {
-			scratch.clear().limit((int) Math.min(scratch.capacity(), end - offset));
-			int n = this.channel.read(scratch, offset);
-			if (n <= 0) {
-				return;
+		try {
+			ByteBuffer scratch = ByteBuffer.allocateDirect((int) Math.min(length, 1 << 20));
+			long end = offset + length;
+			while (offset < end) {
+				scratch.clear().limit((int) Math.min(scratch.capacity(), end - offset));
+				int n = this.channel.read(scratch, offset);
+				if (n <= 0) {
+					return;
+				}
+				offset += n;
 			}
-			offset += n;
+		}
+		catch (IOException | RuntimeException | OutOfMemoryError ex) {
+			throw failed("cache at " + offset, ex);
 		}
 	}
 
 	@Override
 	public void close() throws IOException {
 		this.channel.close();
+	}
+
+	/** A failure as the NBD error it means (ENOSPC, EPERM, ENOMEM or EIO), naming the file. */
+	private NbdBackendException failed(String what, Throwable ex) {
+		return BackendErrors.translate(what + " of " + this.path, ex);
 	}
 
 }

@@ -14,6 +14,12 @@ public class NbdBackendException extends IOException {
 		this.error = error;
 	}
 
+	/** A failure of {@code cause} reported to the client as {@code error}. */
+	public NbdBackendException(NbdError error, String message, Throwable cause) {
+		super(message, cause);
+		this.error = error;
+	}
+
 	public NbdError error() {
 		return this.error;
 	}

@@ -5,9 +5,16 @@ import java.util.List;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Executor;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.concurrent.atomic.LongAdder;
 
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
 import dev.nbd.backend.ExportBackend;
+import dev.nbd.backend.NbdBackendException;
+import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
 
 /**
@@ -15,6 +22,8 @@ import dev.nbd.protocol.NbdProtocol;
  * on it, its flush coordination and its statistics.
  */
 public final class Export {
+
+	private static final Logger logger = LoggerFactory.getLogger(Export.class);
 
 	private final ExportBackend backend;
 
@@ -39,6 +48,19 @@ public final class Export {
 
 	private final LongAdder closedFlushSyncs = new LongAdder();
 
+	/**
+	 * The first failed sync, latched: once a sync has failed, writes the server acknowledged may
+	 * be lost (the kernel can drop the dirty pages and a later fdatasync then succeeds), so no
+	 * later FLUSH or FUA may claim durability until the export is opened anew.
+	 */
+	private final AtomicReference<Throwable> syncFailure = new AtomicReference<>();
+
+	private final LongAdder syncFailures = new LongAdder();
+
+	private final LongAdder unfilledReads = new LongAdder();
+
+	private final AtomicBoolean unfilledReadLogged = new AtomicBoolean();
+
 	/** SINGLE: the connection holding the export, from negotiation until it closes. */
 	private NbdConnection holder;
 
@@ -51,10 +73,10 @@ public final class Export {
 		this.multiConnMode = multiConnMode;
 		this.allowedAddresses = List.copyOf(allowedAddresses);
 		if (backend.isMultiConnSafe()) {
-			this.sharedFlush = new FlushCoordinator(backend::flush, syncExecutor);
+			this.sharedFlush = new FlushCoordinator(latched(backend::flush), syncExecutor);
 		}
 		else if (multiConnMode == MultiConnMode.EMULATE) {
-			this.sharedFlush = new FlushCoordinator(this::flushAllViews, syncExecutor);
+			this.sharedFlush = new FlushCoordinator(latched(this::flushAllViews), syncExecutor);
 		}
 		else {
 			this.sharedFlush = null;
@@ -231,11 +253,72 @@ public final class Export {
 			return;
 		}
 		if (this.backend.isMultiConnSafe()) {
-			this.backend.flush();
+			latched(this.backend::flush).sync();
 		}
 		else {
-			flushAllViews();
+			latched(this::flushAllViews).sync();
 		}
+	}
+
+	/**
+	 * {@code sync} guarded by the export's sync latch: it fails at once (NBD_EIO) once an earlier
+	 * sync failed, and a failure of its own latches. Every flush coordinator of the export runs
+	 * its syncs through this, so the latch holds for any backend.
+	 */
+	FlushCoordinator.Sync latched(FlushCoordinator.Sync sync) {
+		return () -> {
+			checkSync();
+			try {
+				sync.sync();
+			}
+			catch (Throwable ex) {
+				syncFailed(ex);
+				throw ex;
+			}
+		};
+	}
+
+	/** Fails with NBD_EIO when a sync of this export has failed: nothing can be promised durable. */
+	void checkSync() throws NbdBackendException {
+		Throwable failure = this.syncFailure.get();
+		if (failure != null) {
+			throw new NbdBackendException(NbdError.EIO,
+					"an earlier sync of export '" + this.name + "' failed (" + failure + ")");
+		}
+	}
+
+	/** Latches a failed sync: counted; the first one of the export is logged. */
+	void syncFailed(Throwable failure) {
+		this.syncFailures.increment();
+		if (this.syncFailure.compareAndSet(null, failure)) {
+			logger.warn("Export '{}': a sync failed, so writes acknowledged before it may be lost. Every later "
+					+ "FLUSH and FUA request fails with EIO until the export is opened again (restart the server); "
+					+ "health is DOWN", this.name, failure);
+		}
+	}
+
+	/** Whether a sync of this export has failed (latched until the export is opened again). */
+	public boolean syncFailed() {
+		return this.syncFailure.get() != null;
+	}
+
+	/** Backend syncs (flushes, FUA) that failed. */
+	public long syncFailures() {
+		return this.syncFailures.sum();
+	}
+
+	/**
+	 * Counts a read the backend left unfilled (answered with NBD_EIO, none of its bytes sent);
+	 * true the first time, when it is worth a WARN.
+	 */
+	boolean unfilledRead() {
+		this.unfilledReads.increment();
+		return this.unfilledReadLogged.compareAndSet(false, true);
+	}
+
+	/** Reads the backend left unfilled (or lent the wrong length for): a backend bug, answered with EIO. */
+	public long unfilledReads() {
+		return this.unfilledReads.sum();
 	}
 
 	private void flushAllViews() throws IOException {

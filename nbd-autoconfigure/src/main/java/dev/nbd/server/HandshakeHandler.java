@@ -489,7 +489,7 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		this.done = true;
 		cancelTimeout();
 		FlushCoordinator own = (export.sharedFlush() == null)
-				? new FlushCoordinator(view::flush, view.isBlocking() ? this.server.blockingExecutor() : Runnable::run)
+				? new FlushCoordinator(export.latched(view::flush), view.isBlocking() ? this.server.blockingExecutor() : Runnable::run)
 				: null;
 		this.connection.attach(export, view, own);
 		boolean baseAllocation = this.structuredReplies && export.name().equals(this.metaContextExport);

@@ -23,7 +23,7 @@ final class LentData extends CompositeByteBuf {
 	}
 
 	/** Wraps a loan of exactly {@code length} bytes; ends the loan and fails if it is not. */
-	static ByteBuf of(ByteBufAllocator alloc, ExportBackend.Lent lent, int length) {
+	static ByteBuf of(ByteBufAllocator alloc, ExportBackend.Lent lent, int length) throws UnfilledReadException {
 		ByteBuf[] components;
 		try {
 			ByteBuffer[] buffers = lent.buffers();
@@ -34,10 +34,10 @@ final class LentData extends CompositeByteBuf {
 				components[i] = Unpooled.wrappedBuffer(buffers[i]);
 			}
 			if (total != length) {
-				throw new IllegalStateException("backend lent " + total + " bytes for a read of " + length);
+				throw new UnfilledReadException("lend for a read of " + length + " bytes lent " + total);
 			}
 		}
-		catch (RuntimeException | Error ex) {
+		catch (UnfilledReadException | RuntimeException | Error ex) {
 			lent.release();
 			throw ex;
 		}

@@ -1,5 +1,6 @@
 package dev.nbd.server;
 
+import java.io.SyncFailedException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.util.ArrayDeque;
@@ -13,6 +14,7 @@ import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import dev.nbd.backend.BackendErrors;
 import dev.nbd.backend.ExportBackend;
 import dev.nbd.backend.NbdBackendException;
 import dev.nbd.protocol.NbdEncoder;
@@ -641,14 +643,17 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 				case NbdProtocol.CMD_BLOCK_STATUS -> reply = blockStatus(r);
 				default -> error = NbdError.EINVAL;
 			}
-		}
-		catch (NbdBackendException ex) {
-			error = ex.error();
-			logFailure(r, ex);
+			if (durable(r)) {
+				// After a failed sync no FLUSH or FUA may claim durability (native FUA included).
+				this.export.checkSync();
+			}
 		}
 		catch (Throwable ex) {
-			error = NbdError.EIO;
-			logFailure(r, ex);
+			if (durable(r) && isSyncFailure(ex)) {
+				this.export.syncFailed(ex);
+			}
+			error = BackendErrors.errorOf(ex);
+			logFailure(r, ex, error);
 		}
 		finally {
 			r.release();
@@ -674,8 +679,8 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 				NbdError e = null;
 				if (ex != null) {
 					Throwable cause = (ex instanceof java.util.concurrent.CompletionException) ? ex.getCause() : ex;
-					e = (cause instanceof NbdBackendException nbe) ? nbe.error() : NbdError.EIO;
-					logFailure(r, cause);
+					e = BackendErrors.errorOf(cause);
+					logFailure(r, cause, e);
 				}
 				NbdError fe = e;
 				onLoop(() -> done(r, cost, startNanos, (fe == null) ? simpleOk(r) : errorReply(r, fe, null), fe,
@@ -703,13 +708,48 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		}
 	}
 
-	private void logFailure(ProtocolMessage.Request r, Throwable ex) {
-		if (ex instanceof NbdBackendException) {
+	/**
+	 * An error the backend chose (an {@link NbdBackendException} without a cause) is the client's
+	 * business: DEBUG. A failure (I/O error, full disk, a bug) is the operator's: WARN, except a
+	 * backend's unfilled read, logged once per export and then only counted.
+	 */
+	private void logFailure(ProtocolMessage.Request r, Throwable ex, NbdError error) {
+		if (ex instanceof UnfilledReadException) {
+			if (this.export.unfilledRead()) {
+				logger.warn("Export '{}' has a bug: {} for {}; answered with EIO, none of its bytes sent. "
+						+ "Further ones are only counted (nbd_backend_unfilled_reads_total)", this.export.name(),
+						ex.getMessage(), r);
+			}
+			else {
+				logger.debug("Export '{}' failed {}: {}", this.export.name(), r, ex.getMessage());
+			}
+		}
+		else if (ex instanceof NbdBackendException && ex.getCause() == null) {
 			logger.debug("Export '{}' failed {}: {}", this.export.name(), r, ex.getMessage());
 		}
 		else {
-			logger.warn("Export '{}' failed {}", this.export.name(), r, ex);
+			logger.warn("Export '{}' failed {} ({})", this.export.name(), r, error, ex);
 		}
+	}
+
+	/** A FLUSH, or a write-type request with FUA: its success promises durability. */
+	private static boolean durable(ProtocolMessage.Request r) {
+		return switch (r.type()) {
+			case NbdProtocol.CMD_FLUSH -> true;
+			case NbdProtocol.CMD_WRITE, NbdProtocol.CMD_TRIM, NbdProtocol.CMD_WRITE_ZEROES ->
+				r.hasFlag(NbdProtocol.CMD_FLAG_FUA);
+			default -> false;
+		};
+	}
+
+	/** Whether a request failed in its sync (a backend doing FUA natively says so with SyncFailedException). */
+	private static boolean isSyncFailure(Throwable ex) {
+		for (Throwable t = ex; t != null; t = (t.getCause() != t) ? t.getCause() : null) {
+			if (t instanceof SyncFailedException) {
+				return true;
+			}
+		}
+		return false;
 	}
 
 	private List<ByteBuf> read(ProtocolMessage.Request r) throws Exception {
@@ -773,7 +813,10 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 				return List.of(header, readData(alloc, offset, length));
 			}
 			int headerLength = header.writerIndex();
-			this.view.read(offset, header.internalNioBuffer(headerLength, length));
+			ByteBuffer nio = header.internalNioBuffer(headerLength, length);
+			int end = nio.limit();
+			this.view.read(offset, nio);
+			UnfilledReadException.check(nio, end, offset, length);
 			header.writerIndex(headerLength + length);
 			return List.of(header);
 		}
@@ -809,7 +852,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		ByteBuf data = alloc.directBuffer(length);
 		try {
 			ByteBuffer nio = data.internalNioBuffer(0, length);
+			int end = nio.limit();
 			this.view.read(offset, nio);
+			UnfilledReadException.check(nio, end, offset, length);
 			data.writerIndex(length);
 			return data;
 		}
@@ -930,14 +975,10 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 							r.hasFlag(NbdProtocol.CMD_FLAG_FAST_ZERO), false);
 				}
 			}
-			catch (NbdBackendException ex) {
-				logFailure(r, ex);
-				finish(ex.error());
-				return;
-			}
 			catch (Throwable ex) {
-				logFailure(r, ex);
-				finish(NbdError.EIO);
+				NbdError error = BackendErrors.errorOf(ex);
+				logFailure(r, ex, error);
+				finish(error);
 				return;
 			}
 			TransmissionHandler.this.server.listener().backgroundChunk(TransmissionHandler.this.export, this.op, n);

@@ -39,11 +39,15 @@ import io.netty.channel.EventLoopGroup;
  * connection, removed when it closes;</li>
  * <li>{@code nbd.connections.refused} [{@code nbd_connections_refused_total}]: by reason;</li>
  * <li>{@code nbd.flush.requests} and {@code nbd.flush.syncs} [{@code _total}]: client flushes
- * and the backend syncs that served them (group commit saves the difference).</li>
+ * and the backend syncs that served them (group commit saves the difference);</li>
  * <li>{@code nbd.background.bytes} and {@code nbd.background.chunks} [{@code _total}]: the work
  * of long CACHE, TRIM and WRITE_ZEROES requests, run in chunks, per export and op;</li>
  * <li>{@code nbd.background.waiting} [{@code nbd_background_waiting}]: such chunks waiting for a
- * worker.</li>
+ * worker;</li>
+ * <li>{@code nbd.sync.failures} [{@code nbd_sync_failures_total}]: backend syncs that failed
+ * (the first one latches the export: later FLUSH and FUA requests fail);</li>
+ * <li>{@code nbd.backend.unfilled.reads} [{@code nbd_backend_unfilled_reads_total}]: reads the
+ * backend left unfilled (a backend bug, answered with EIO).</li>
  * </ul>
  * Listener methods run on network threads: every meter they touch is resolved once and looked
  * up in small maps afterwards, no builder runs per request.
@@ -222,6 +226,14 @@ public class NbdMetrics implements NbdServerListener {
 				.register(registry);
 			FunctionCounter.builder("nbd.flush.syncs", export, Export::backendSyncs)
 				.description("Backend syncs; fewer than flush requests when group commit shares them")
+				.tags(this.tags)
+				.register(registry);
+			FunctionCounter.builder("nbd.sync.failures", export, Export::syncFailures)
+				.description("Backend syncs that failed; the first latches the export (FLUSH and FUA fail after it)")
+				.tags(this.tags)
+				.register(registry);
+			FunctionCounter.builder("nbd.backend.unfilled.reads", export, Export::unfilledReads)
+				.description("Reads the backend left unfilled (a backend bug), answered with EIO")
 				.tags(this.tags)
 				.register(registry);
 			for (String op : OPS) {
