@@ -29,7 +29,14 @@ import dev.nbd.protocol.NbdError;
  * {@link #isMultiConnSafe()} false.
  *
  * <h2>Errors</h2> Throw {@link NbdBackendException} to choose the NBD error a client sees; any
- * other {@link IOException} or runtime exception is reported as {@code NBD_EIO}.
+ * other exception is mapped by {@link BackendErrors} (a full disk to {@code NBD_ENOSPC}, a
+ * read-only file system to {@code NBD_EPERM}, {@link OutOfMemoryError} to {@code NBD_ENOMEM}, the
+ * rest to {@code NBD_EIO}). A failed {@link #flush()} is latched by the server: every later FLUSH
+ * and FUA request of the export fails. A backend doing FUA itself whose sync fails throws (or
+ * wraps) {@link java.io.SyncFailedException} so that it is latched too.
+ *
+ * <p>{@link #read} must fill its buffer (and {@link #lend} lend exactly the length asked): a read
+ * left short is answered with {@code NBD_EIO}, so no client receives stale buffer contents.
  */
 public interface ExportBackend {
 

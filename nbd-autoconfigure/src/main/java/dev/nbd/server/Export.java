@@ -61,6 +61,9 @@ public final class Export {
 
 	private final AtomicBoolean unfilledReadLogged = new AtomicBoolean();
 
+	/** Backend failures are logged at most once a second per error value. */
+	private final LogRateLimit failureLog = new LogRateLimit();
+
 	/** SINGLE: the connection holding the export, from negotiation until it closes. */
 	private NbdConnection holder;
 
@@ -314,6 +317,11 @@ public final class Export {
 	boolean unfilledRead() {
 		this.unfilledReads.increment();
 		return this.unfilledReadLogged.compareAndSet(false, true);
+	}
+
+	/** For a failure answered with {@code error}: -1 to hold its log line back, else the number held back before it. */
+	long failureLogPermit(NbdError error) {
+		return this.failureLog.acquire(error.name());
 	}
 
 	/** Reads the backend left unfilled (or lent the wrong length for): a backend bug, answered with EIO. */

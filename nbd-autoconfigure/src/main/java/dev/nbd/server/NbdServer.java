@@ -463,22 +463,12 @@ public final class NbdServer {
 	/** Logs each refusal reason at most once a second, with the number suppressed meanwhile. */
 	private static final class RefusalLog {
 
-		private final Map<String, long[]> last = new ConcurrentHashMap<>();
+		private final LogRateLimit limit = new LogRateLimit();
 
 		void log(String reason, String message) {
-			long now = System.nanoTime();
-			long[] state = this.last.computeIfAbsent(reason, r -> new long[] { now - 2_000_000_000L, 0 });
-			synchronized (state) {
-				if (now - state[0] >= 1_000_000_000L) {
-					long suppressed = state[1];
-					state[0] = now;
-					state[1] = 0;
-					logger.warn("{} [{}]{}", message, reason,
-							(suppressed > 0) ? " (" + suppressed + " similar suppressed)" : "");
-				}
-				else {
-					state[1]++;
-				}
+			long suppressed = this.limit.acquire(reason);
+			if (suppressed >= 0) {
+				logger.warn("{} [{}]{}", message, reason, LogRateLimit.suppressed(suppressed));
 			}
 		}
 

@@ -710,8 +710,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	/**
 	 * An error the backend chose (an {@link NbdBackendException} without a cause) is the client's
-	 * business: DEBUG. A failure (I/O error, full disk, a bug) is the operator's: WARN, except a
-	 * backend's unfilled read, logged once per export and then only counted.
+	 * business: DEBUG. A failure (I/O error, full disk, a bug) is the operator's: WARN, at most once
+	 * a second per export and error (a full disk fails every write), except a backend's unfilled
+	 * read, logged once per export and then only counted.
 	 */
 	private void logFailure(ProtocolMessage.Request r, Throwable ex, NbdError error) {
 		if (ex instanceof UnfilledReadException) {
@@ -728,7 +729,14 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			logger.debug("Export '{}' failed {}: {}", this.export.name(), r, ex.getMessage());
 		}
 		else {
-			logger.warn("Export '{}' failed {} ({})", this.export.name(), r, error, ex);
+			long suppressed = this.export.failureLogPermit(error);
+			if (suppressed >= 0) {
+				logger.warn("Export '{}' failed {} with {}{}", this.export.name(), r, error,
+						LogRateLimit.suppressed(suppressed), ex);
+			}
+			else {
+				logger.debug("Export '{}' failed {} with {}: {}", this.export.name(), r, error, ex.toString());
+			}
 		}
 	}
 
