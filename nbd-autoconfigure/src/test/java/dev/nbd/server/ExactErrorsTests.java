@@ -5,13 +5,11 @@ import java.nio.file.AccessDeniedException;
 import java.nio.file.FileSystemException;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.List;
-import java.util.Map;
 import java.util.function.Supplier;
 import java.util.stream.Stream;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.condition.EnabledOnOs;
 import org.junit.jupiter.api.condition.OS;
 import org.junit.jupiter.api.io.TempDir;
@@ -30,6 +28,7 @@ import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.testsupport.ExternalTool;
 import dev.nbd.testsupport.Processes;
 import dev.nbd.testsupport.RawNbdClient;
+import dev.nbd.testsupport.ServerFixture;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -47,19 +46,10 @@ class ExactErrorsTests {
 	@TempDir
 	Path dir;
 
+	@RegisterExtension
+	final ServerFixture servers = new ServerFixture();
+
 	private NbdServer server;
-
-	private FileBackend file;
-
-	@AfterEach
-	void stop() throws Exception {
-		if (this.server != null) {
-			this.server.stop();
-		}
-		if (this.file != null) {
-			this.file.close();
-		}
-	}
 
 	static Stream<Arguments> failures() {
 		return Stream.of(
@@ -94,7 +84,7 @@ class ExactErrorsTests {
 	@MethodSource("failures")
 	void backendFailuresReachTheClientAsTheirNbdError(String name, Supplier<Throwable> failure, NbdError expected)
 			throws Exception {
-		start(FaultInjectingBackend.builder(new MemoryBackend("disk", SIZE))
+		this.server = this.servers.start(FaultInjectingBackend.builder(new MemoryBackend("disk", SIZE))
 			.fault(Fault.exception(failure).on(Operation.WRITE, Operation.FLUSH).at(1 << 20, 4096))
 			.build());
 		try (RawNbdClient client = RawNbdClient.connect(this.server.port(), "disk")) {
@@ -115,8 +105,9 @@ class ExactErrorsTests {
 	@EnabledOnOs(OS.LINUX)
 	void fileBackendReportsAFileSizeLimitAsEnospc() throws Exception {
 		Path prlimit = ExternalTool.require("prlimit");
-		this.file = new FileBackend("disk", this.dir.resolve("disk.img"), 64 << 20, null, false);
-		start(this.file);
+		FileBackend file = this.servers
+			.closeAfter(new FileBackend("disk", this.dir.resolve("disk.img"), 64 << 20, null, false));
+		this.server = this.servers.start(file);
 		String pid = Long.toString(ProcessHandle.current().pid());
 		String soft = Processes
 			.run(Duration.ofSeconds(10), prlimit.toString(), "--pid", pid, "--fsize", "--output", "SOFT", "--noheadings")
@@ -143,7 +134,7 @@ class ExactErrorsTests {
 	@Test
 	void libnbdSeesTheErrno() throws Exception {
 		Path nbdsh = ExternalTool.require("nbdsh");
-		start(FaultInjectingBackend.builder(new MemoryBackend("disk", SIZE))
+		this.server = this.servers.start(FaultInjectingBackend.builder(new MemoryBackend("disk", SIZE))
 			.fault(Fault.error(NbdError.ENOSPC).on(Operation.WRITE).at(1 << 20, 1))
 			.fault(Fault.exception(() -> new IOException("Read-only file system")).on(Operation.WRITE).at(2 << 20, 1))
 			.fault(Fault.exception(() -> new OutOfMemoryError("Direct buffer memory"))
@@ -179,12 +170,6 @@ class ExactErrorsTests {
 		Processes.Result result = Processes.run(Duration.ofSeconds(60), nbdsh.toString(), "-c", script)
 			.assertSuccess();
 		assertThat(result.stdout()).contains("OK");
-	}
-
-	private void start(ExportBackend backend) {
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(backend), Map.of(), Map.of(),
-				null);
-		this.server.start();
 	}
 
 }

@@ -1,11 +1,9 @@
 package dev.nbd.server;
 
 import java.nio.file.Path;
-import java.util.List;
-import java.util.Map;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 import org.springframework.boot.test.system.CapturedOutput;
@@ -20,6 +18,7 @@ import dev.nbd.backend.filter.Operation;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.testsupport.RawNbdClient;
+import dev.nbd.testsupport.ServerFixture;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -39,25 +38,17 @@ class SyncFailureLatchTests {
 	@TempDir
 	Path dir;
 
+	@RegisterExtension
+	final ServerFixture servers = new ServerFixture();
+
 	private NbdServer server;
-
-	private FileBackend file;
-
-	@AfterEach
-	void stop() throws Exception {
-		if (this.server != null) {
-			this.server.stop();
-		}
-		if (this.file != null) {
-			this.file.close();
-		}
-	}
 
 	@Test
 	void aFailedFlushOfTheFileExportFailsEveryLaterFlushAndFuaWrite(CapturedOutput output) throws Exception {
-		this.file = new FileBackend("disk", this.dir.resolve("disk.img"), SIZE, null, false);
+		FileBackend file = this.servers
+			.closeAfter(new FileBackend("disk", this.dir.resolve("disk.img"), SIZE, null, false));
 		Fault once = Fault.failedSync().times(1);
-		start(FaultInjectingBackend.builder(this.file).fault(once).build());
+		this.server = this.servers.start(FaultInjectingBackend.builder(file).fault(once).build());
 		Export export = this.server.export("disk");
 		try (RawNbdClient a = RawNbdClient.connect(this.server.port(), "disk");
 				RawNbdClient b = RawNbdClient.connect(this.server.port(), "disk")) {
@@ -84,7 +75,7 @@ class SyncFailureLatchTests {
 	void aFailedNativeFuaWriteLatchesToo() throws Exception {
 		// The memory backend does FUA itself: its failed sync shows as SyncFailedException.
 		Fault once = Fault.failedSync().on(Operation.WRITE).times(1);
-		start(FaultInjectingBackend.builder(new MemoryBackend("mem", SIZE)).fault(once).build());
+		this.server = this.servers.start(FaultInjectingBackend.builder(new MemoryBackend("mem", SIZE)).fault(once).build());
 		try (RawNbdClient client = RawNbdClient.connect(this.server.port(), "mem")) {
 			assertThat(client.call(NbdProtocol.CMD_WRITE, 0, 4096, new byte[4096]).error()).isZero();
 			assertThat(client.call(NbdProtocol.CMD_FLUSH, 0, 0, null).error()).isZero();
@@ -99,7 +90,7 @@ class SyncFailureLatchTests {
 	@Test
 	void theFirstFailureKeepsItsErrorAndLaterOnesAreEio() throws Exception {
 		Fault full = Fault.error(NbdError.ENOSPC).on(Operation.FLUSH).times(1);
-		start(FaultInjectingBackend.builder(new MemoryBackend("mem", SIZE)).fault(full).build());
+		this.server = this.servers.start(FaultInjectingBackend.builder(new MemoryBackend("mem", SIZE)).fault(full).build());
 		try (RawNbdClient client = RawNbdClient.connect(this.server.port(), "mem")) {
 			assertThat(client.call(NbdProtocol.CMD_FLUSH, 0, 0, null).error()).isEqualTo(NbdError.ENOSPC.code());
 			assertThat(client.call(NbdProtocol.CMD_FLUSH, 0, 0, null).error()).isEqualTo(EIO);
@@ -118,7 +109,7 @@ class SyncFailureLatchTests {
 
 		};
 		Fault second = Fault.failedSync().after(1).times(1);
-		start(FaultInjectingBackend.builder(perConnection).fault(second).build());
+		this.server = this.servers.start(FaultInjectingBackend.builder(perConnection).fault(second).build());
 		assertThat(this.server.export("views").sharedFlush()).isNull();
 		try (RawNbdClient a = RawNbdClient.connect(this.server.port(), "views");
 				RawNbdClient b = RawNbdClient.connect(this.server.port(), "views")) {
@@ -131,12 +122,6 @@ class SyncFailureLatchTests {
 	private static int fuaWrite(RawNbdClient client, long offset) throws Exception {
 		client.sendRequest(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_WRITE, 99, offset, 4096, new byte[4096]);
 		return client.readSimpleReply().error();
-	}
-
-	private void start(ExportBackend backend) {
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(backend), Map.of(), Map.of(),
-				null);
-		this.server.start();
 	}
 
 }

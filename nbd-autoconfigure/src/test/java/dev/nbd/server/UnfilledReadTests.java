@@ -4,10 +4,9 @@ import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
-import java.util.Map;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 import org.springframework.boot.test.system.CapturedOutput;
@@ -21,6 +20,7 @@ import dev.nbd.backend.filter.FaultInjectingBackend;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.testsupport.RawNbdClient;
+import dev.nbd.testsupport.ServerFixture;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -43,24 +43,16 @@ class UnfilledReadTests {
 	@TempDir
 	Path dir;
 
+	@RegisterExtension
+	final ServerFixture servers = new ServerFixture();
+
 	private NbdServer server;
-
-	private FileBackend file;
-
-	@AfterEach
-	void stop() throws Exception {
-		if (this.server != null) {
-			this.server.stop();
-		}
-		if (this.file != null) {
-			this.file.close();
-		}
-	}
 
 	@Test
 	void aShortReadOfAFileBackendIsEioWithoutStaleBytes(CapturedOutput output) throws Exception {
-		this.file = new FileBackend("buggy", this.dir.resolve("buggy.img"), SIZE, null, false);
-		assertShortReadsFail(this.file, output);
+		FileBackend file = this.servers
+			.closeAfter(new FileBackend("buggy", this.dir.resolve("buggy.img"), SIZE, null, false));
+		assertShortReadsFail(file, output);
 	}
 
 	@Test
@@ -82,7 +74,7 @@ class UnfilledReadTests {
 			}
 
 		};
-		start(limitMover);
+		this.server = this.servers.start(limitMover);
 		try (RawNbdClient client = RawNbdClient.connect(this.server.port(), "buggy")) {
 			assertThat(client.call(NbdProtocol.CMD_READ, 0, 4096, null).error()).isEqualTo(NbdError.EIO.code());
 			assertThat(client.call(NbdProtocol.CMD_WRITE, 0, 4096, new byte[4096]).error()).isZero();
@@ -94,7 +86,7 @@ class UnfilledReadTests {
 		Fault shortRead = Fault.shortRead(1).at(SIZE / 2, SIZE / 2);
 		MemoryBackend secret = new MemoryBackend("secret", SIZE);
 		secret.write(0, ByteBuffer.wrap(pattern(SIZE, SECRET)), false);
-		start(secret, FaultInjectingBackend.builder(backend).fault(shortRead).build());
+		this.server = this.servers.start(secret, FaultInjectingBackend.builder(backend).fault(shortRead).build());
 		Export buggy = this.server.export("buggy");
 		long expectedFailures = 0;
 		for (boolean structured : new boolean[] { false, true }) {
@@ -148,12 +140,6 @@ class UnfilledReadTests {
 		byte[] bytes = new byte[length];
 		Arrays.fill(bytes, value);
 		return bytes;
-	}
-
-	private void start(ExportBackend... backends) {
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(backends), Map.of(), Map.of(),
-				null);
-		this.server.start();
 	}
 
 }
