@@ -96,6 +96,19 @@ class ExactErrorsTests {
 		}
 	}
 
+	/** A long WRITE_ZEROES runs in chunks: a later chunk's failure reaches the client as its own NBD error. */
+	@Test
+	void aLongRequestFailingInALaterChunkGetsItsNbdError() throws Exception {
+		this.server = this.servers.start(FaultInjectingBackend.builder(new MemoryBackend("disk", 64 << 20))
+			.fault(Fault.exception(() -> new IOException("Disk quota exceeded")).on(Operation.ZERO).at(40 << 20, 1))
+			.build());
+		try (RawNbdClient client = RawNbdClient.connect(this.server.port(), "disk")) {
+			assertThat(client.call(NbdProtocol.CMD_WRITE_ZEROES, 0, 32 << 20, null).error()).isZero();
+			assertThat(client.call(NbdProtocol.CMD_WRITE_ZEROES, 32 << 20, 32 << 20, null).error())
+				.isEqualTo(NbdError.ENOSPC.code());
+		}
+	}
+
 	/**
 	 * A real EFBIG: the process's file size limit (RLIMIT_FSIZE, lowered for a moment with
 	 * prlimit) below a write's offset makes pwrite fail, and the file backend's client sees
