@@ -488,9 +488,8 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 	private void enterTransmission(ChannelHandlerContext ctx, Export export, ExportBackend view, long size) {
 		this.done = true;
 		cancelTimeout();
-		FlushCoordinator own = (export.sharedFlush() == null)
-				? new FlushCoordinator(export.latched(view::flush), view.isBlocking() ? this.server.blockingExecutor() : Runnable::run)
-				: null;
+		FlushCoordinator own = (export.sharedFlush() == null) ? new FlushCoordinator(export.latched(view::flush),
+				view.isBlocking() ? this.server.blockingExecutor() : Runnable::run) : null;
 		this.connection.attach(export, view, own);
 		boolean baseAllocation = this.structuredReplies && export.name().equals(this.metaContextExport);
 		TransmissionHandler transmission = new TransmissionHandler(this.server, this.connection, export, view, size,
