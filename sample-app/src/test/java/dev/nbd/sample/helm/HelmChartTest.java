@@ -325,7 +325,8 @@ class HelmChartTest {
 		Map<String, String> exprs = new java.util.LinkedHashMap<>();
 		alerts.forEach((a) -> exprs.put((String) a.get("alert"), (String) a.get("expr")));
 		assertThat(exprs).containsOnlyKeys("NbdFlushLatencyHigh", "NbdServerDown", "NbdListenerNotReady",
-				"NbdRequestErrorRateHigh", "NbdConnectionsNearLimit");
+				"NbdRequestErrorRateHigh", "NbdConnectionsNearLimit", "NbdExportSyncFailed");
+		assertThat(exprs.get("NbdExportSyncFailed")).contains("nbd_sync_failures_total").contains("> 0");
 		assertThat(exprs.get("NbdFlushLatencyHigh")).contains("histogram_quantile(0.99")
 			.contains("nbd_flush_seconds_bucket")
 			.contains("> 0.5");
