@@ -13,8 +13,10 @@ import dev.nbd.server.MultiConnMode;
 
 /**
  * Exports declared in configuration ({@code nbd.exports.<name>.*}). An entry with a type makes
- * an export without code; an entry without a type only sets options of the export of the same
- * name defined as an {@code ExportBackend} bean.
+ * an export without code; an entry without a type sets the policy of the export of the same
+ * name defined as an {@code ExportBackend} bean. Policy keys (read-only, description, block
+ * sizes, multi-conn, allowed addresses) apply to both alike; storage keys (type, size, path,
+ * event-loop-io) only to exports made from properties.
  */
 @ConfigurationProperties("nbd")
 public class NbdExportProperties {
@@ -38,29 +40,48 @@ public class NbdExportProperties {
 	public static class Export {
 
 		/**
-		 * Backend type; unset for options of an export defined as a bean.
+		 * Backend type: 'memory' or 'file'. Leave unset to set the policy of the export
+		 * defined as an ExportBackend bean of this name.
 		 */
 		private Type type;
 
 		/**
-		 * Export size. For a file export, the file's current size when unset.
+		 * Export size; required for 'memory'. For 'file', the file is extended (sparsely) to it,
+		 * or its current size is used when unset.
 		 */
 		private DataSize size;
 
 		/**
-		 * Backing file of a 'file' export; created sparse when missing.
+		 * Backing file of a 'file' export. A missing file is created sparse (its directory too,
+		 * both logged) when a size is set and the export is writable.
 		 */
 		private Path path;
 
 		/**
-		 * Whether write-type commands are refused with NBD_EPERM (and not advertised).
+		 * Whether write-type commands are refused with NBD_EPERM and NBD_FLAG_READ_ONLY is
+		 * advertised. OR-ed with the backend's own declaration: a bean that declares itself
+		 * read-only stays read-only.
 		 */
 		private boolean readOnly;
 
 		/**
-		 * Sent as NBD_INFO_DESCRIPTION and in export lists.
+		 * Sent as NBD_INFO_DESCRIPTION and in export lists; replaces the bean's own description.
 		 */
 		private String description;
+
+		/**
+		 * Smallest I/O unit (a power of two from 1B to 64KB): requests not aligned to it are
+		 * refused with NBD_EINVAL. Replaces the bean's declaration; unset keeps it (1B for the
+		 * built-in backends).
+		 */
+		private DataSize minimumBlockSize;
+
+		/**
+		 * Preferred I/O size advertised to clients (a power of two, at least 512B and at least
+		 * the minimum block size, at most nbd.server.max-payload). Replaces the bean's
+		 * declaration; unset keeps it (4KB for the built-in backends).
+		 */
+		private DataSize preferredBlockSize;
 
 		/**
 		 * Multi-connection policy: 'auto' advertises NBD_FLAG_CAN_MULTI_CONN when the backend
@@ -73,9 +94,9 @@ public class NbdExportProperties {
 		 * Whether a 'file' export's reads (pread, or sendfile for large reads without TLS) and
 		 * plain writes run on the network threads instead of worker threads. Faster while the
 		 * data stays in the page cache; a cache miss or a throttled write then stalls every
-		 * connection on that thread. Leave off for storage that may be slow.
+		 * connection on that thread. Leave off (the default) for storage that may be slow.
 		 */
-		private boolean eventLoopIo;
+		private Boolean eventLoopIo;
 
 		/**
 		 * Comma-separated CIDR blocks allowed to use this export, on top of
@@ -131,11 +152,27 @@ public class NbdExportProperties {
 			this.multiConn = multiConn;
 		}
 
-		public boolean isEventLoopIo() {
+		public DataSize getMinimumBlockSize() {
+			return this.minimumBlockSize;
+		}
+
+		public void setMinimumBlockSize(DataSize minimumBlockSize) {
+			this.minimumBlockSize = minimumBlockSize;
+		}
+
+		public DataSize getPreferredBlockSize() {
+			return this.preferredBlockSize;
+		}
+
+		public void setPreferredBlockSize(DataSize preferredBlockSize) {
+			this.preferredBlockSize = preferredBlockSize;
+		}
+
+		public Boolean getEventLoopIo() {
 			return this.eventLoopIo;
 		}
 
-		public void setEventLoopIo(boolean eventLoopIo) {
+		public void setEventLoopIo(Boolean eventLoopIo) {
 			this.eventLoopIo = eventLoopIo;
 		}
 

@@ -2,12 +2,8 @@ package dev.nbd.autoconfigure;
 
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.HashMap;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
-import java.util.stream.Collectors;
 
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -23,12 +19,10 @@ import org.springframework.context.annotation.Bean;
 import org.springframework.core.env.Environment;
 
 import dev.nbd.backend.ExportBackend;
-import dev.nbd.server.Cidr;
-import dev.nbd.server.MultiConnMode;
+import dev.nbd.server.ExportPolicy;
 import dev.nbd.server.NbdServer;
 import dev.nbd.server.NbdServerConfig;
 import dev.nbd.server.NbdServerListener;
-import dev.nbd.server.TlsSettings;
 
 /**
  * Serves every {@link ExportBackend} bean and every {@code nbd.exports.*} export over NBD.
@@ -52,54 +46,29 @@ public final class NbdServerAutoConfiguration {
 			PropertyExports propertyExports, ObjectProvider<ExportBackend> exportBeans,
 			ObjectProvider<NbdServerListener> listeners, ObjectProvider<NbdServerCustomizer> customizers,
 			ObjectProvider<SslBundles> sslBundles) {
+		List<ExportBackend> beans = exportBeans.orderedStream().toList();
 		List<ExportBackend> backends = new ArrayList<>(propertyExports.backends());
-		exportBeans.orderedStream().forEach(backends::add);
-		Set<String> names = backends.stream().map(ExportBackend::name).collect(Collectors.toSet());
-		Map<String, MultiConnMode> modes = new HashMap<>();
-		Map<String, List<Cidr>> allowLists = new HashMap<>();
-		exportProperties.getExports().forEach((name, export) -> {
-			if (!names.contains(name)) {
-				throw new IllegalStateException("nbd.exports." + name
-						+ " has no type and no ExportBackend bean is named '" + name + "'");
-			}
-			modes.put(name, export.getMultiConn());
-			allowLists.put(name, export.getAllowedAddresses().stream().map(Cidr::parse).toList());
-		});
+		backends.addAll(beans);
+		NbdServerConfig.Builder builder = NbdServerConfigValidation.builder(properties, sslBundles);
+		customizers.orderedStream().forEach(c -> c.customize(builder));
+		NbdServerConfig config = NbdServerConfigValidation.build(builder);
+		Map<String, ExportPolicy> policies = ExportPolicies.resolve(exportProperties, beans, config.maxPayload());
+		NbdServerConfigValidation.checkDefaultExport(config, backends);
 		if (backends.isEmpty()) {
 			logger.warn("NBD server has no exports: declare nbd.exports.* or ExportBackend beans");
 		}
-		NbdServerConfig.Builder builder = NbdServerConfig.builder()
-			.address(properties.getAddress())
-			.port(properties.getPort())
-			.maxConnections(properties.getMaxConnections())
-			.maxInFlight(properties.getMaxInFlight())
-			.maxPayload(toIntBytes(properties.getMaxPayload().toBytes(), "nbd.server.max-payload"))
-			.maxInFlightBytes(properties.getMaxInFlightBytes().toBytes())
-			.handshakeTimeout(properties.getHandshakeTimeout())
-			.idleTimeout((properties.getIdleTimeout() != null) ? properties.getIdleTimeout() : Duration.ZERO)
-			.writeStallTimeout(properties.getWriteStallTimeout())
-			.drainTimeout(properties.getDrainTimeout())
-			.busyPoll(properties.getBusyPoll())
-			.sendBufferSize((properties.getSendBufferSize() == null) ? NbdServerConfig.ADAPTIVE_SEND_BUFFER
-					: (properties.getSendBufferSize().toBytes() == 0) ? 0
-							: toIntBytes(properties.getSendBufferSize().toBytes(), "nbd.server.send-buffer-size"))
-			.allowedAddresses(properties.getAllowedAddresses().stream().map(Cidr::parse).toList())
-			.transport(properties.getTransport())
-			.eventLoopThreads(properties.getEventLoopThreads())
-			.workerThreads(properties.getWorkerThreads())
-			.defaultExport(properties.getDefaultExport());
-		String bundle = properties.getSsl().getBundle();
-		if (bundle != null && !bundle.isBlank()) {
-			SslBundles bundles = sslBundles.getIfAvailable();
-			if (bundles == null) {
-				throw new IllegalStateException("nbd.server.ssl.bundle is set but no SslBundles are available");
-			}
-			builder.tls(new TlsSettings(new SslBundleTlsContext(bundles, bundle, properties.getSsl().getClientAuth()),
-					properties.getSsl().getMode() == NbdServerProperties.Mode.REQUIRED));
-		}
-		customizers.orderedStream().forEach(c -> c.customize(builder));
 		List<NbdServerListener> all = listeners.orderedStream().toList();
-		return new NbdServer(builder.build(), backends, modes, allowLists, new CompositeListener(all));
+		try {
+			return new NbdServer(config, backends, policies, new CompositeListener(all));
+		}
+		catch (IllegalArgumentException ex) {
+			// What the properties could not catch: a bean's own declarations (name, block sizes).
+			throw new NbdConfigurationException("An export cannot be served: " + ex.getMessage() + ".",
+					"Fix the ExportBackend bean's declarations (name(), minimumBlockSize(), preferredBlockSize()),"
+							+ " or override its block sizes with nbd.exports.<name>.minimum-block-size and"
+							+ " nbd.exports.<name>.preferred-block-size.",
+					ex);
+		}
 	}
 
 	@Bean
@@ -110,13 +79,6 @@ public final class NbdServerAutoConfiguration {
 		// Leave the lifecycle processor a margin so the final flush is not cut short.
 		Duration drain = phaseTimeout.minus(phaseTimeout.dividedBy(10));
 		return new NbdServerLifecycle(server, publisher, drain);
-	}
-
-	private static int toIntBytes(long bytes, String property) {
-		if (bytes < 4096 || bytes > Integer.MAX_VALUE) {
-			throw new IllegalStateException(property + " must be between 4KB and 2GB, was " + bytes + " bytes");
-		}
-		return (int) bytes;
 	}
 
 	/** Fans server events out to every listener bean. */

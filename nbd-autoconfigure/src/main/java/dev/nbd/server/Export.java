@@ -29,9 +29,19 @@ public final class Export {
 
 	private final String name;
 
+	private final ExportPolicy policy;
+
 	private final MultiConnMode multiConnMode;
 
 	private final List<Cidr> allowedAddresses;
+
+	private final boolean readOnly;
+
+	private final String description;
+
+	private final int minimumBlockSize;
+
+	private final int preferredBlockSize;
 
 	private final Set<NbdConnection> connections = ConcurrentHashMap.newKeySet();
 
@@ -67,18 +77,48 @@ public final class Export {
 	/** SINGLE: the connection holding the export, from negotiation until it closes. */
 	private NbdConnection holder;
 
+	/** An export whose policy is only a multi-connection mode and an allow-list. */
 	public Export(ExportBackend backend, MultiConnMode multiConnMode, List<Cidr> allowedAddresses,
 			Executor syncExecutor) {
+		this(backend, ExportPolicy.builder().multiConn(multiConnMode).allowedAddresses(allowedAddresses).build(),
+				Integer.MAX_VALUE, syncExecutor);
+	}
+
+	/**
+	 * An export of {@code backend} under {@code policy} (see {@link ExportPolicy} for which side
+	 * wins). Throws {@link IllegalArgumentException} when the resulting block sizes are invalid
+	 * or exceed {@code maxPayload}.
+	 */
+	public Export(ExportBackend backend, ExportPolicy policy, int maxPayload, Executor syncExecutor) {
 		// A backend that never blocks flushes on the calling (network) thread: no hand-off.
 		syncExecutor = backend.isBlocking() ? syncExecutor : Runnable::run;
 		this.backend = backend;
 		this.name = backend.name();
-		this.multiConnMode = multiConnMode;
-		this.allowedAddresses = List.copyOf(allowedAddresses);
+		this.policy = policy;
+		this.multiConnMode = policy.multiConn();
+		this.allowedAddresses = policy.allowedAddresses();
+		this.readOnly = policy.readOnly() || backend.isReadOnly();
+		this.description = (policy.description() != null) ? policy.description() : backend.description();
+		try {
+			this.minimumBlockSize = (policy.minimumBlockSize() != 0) ? policy.minimumBlockSize()
+					: backend.minimumBlockSize();
+			ExportPolicy.checkMinimumBlockSize(this.minimumBlockSize);
+			// A declared preference below the minimum is only a hint: raised to the minimum.
+			this.preferredBlockSize = (policy.preferredBlockSize() != 0) ? policy.preferredBlockSize()
+					: Math.max(backend.preferredBlockSize(), this.minimumBlockSize);
+			ExportPolicy.checkPreferredBlockSize(this.preferredBlockSize, this.minimumBlockSize);
+			if (this.preferredBlockSize > maxPayload) {
+				throw new IllegalArgumentException("preferred block size " + this.preferredBlockSize
+						+ " is larger than the maximum payload " + maxPayload);
+			}
+		}
+		catch (IllegalArgumentException ex) {
+			throw new IllegalArgumentException("export '" + this.name + "': " + ex.getMessage(), ex);
+		}
 		if (backend.isMultiConnSafe()) {
 			this.sharedFlush = new FlushCoordinator(latched(backend::flush), syncExecutor);
 		}
-		else if (multiConnMode == MultiConnMode.EMULATE) {
+		else if (this.multiConnMode == MultiConnMode.EMULATE) {
 			this.sharedFlush = new FlushCoordinator(latched(this::flushAllViews), syncExecutor);
 		}
 		else {
@@ -92,6 +132,11 @@ public final class Export {
 
 	public ExportBackend backend() {
 		return this.backend;
+	}
+
+	/** The policy the export was created with (its unset values left to the backend). */
+	public ExportPolicy policy() {
+		return this.policy;
 	}
 
 	public MultiConnMode multiConnMode() {
@@ -153,8 +198,24 @@ public final class Export {
 		return this.backend.canFua() && (this.backend.isMultiConnSafe() || this.multiConnMode != MultiConnMode.EMULATE);
 	}
 
+	/** Whether writes are refused: the policy or the backend says so. */
 	public boolean readOnly() {
-		return this.backend.isReadOnly();
+		return this.readOnly;
+	}
+
+	/** Sent as {@code NBD_INFO_DESCRIPTION} and in export lists; null for none. */
+	public String description() {
+		return this.description;
+	}
+
+	/** Alignment every request must have, advertised in {@code NBD_INFO_BLOCK_SIZE}. */
+	public int minimumBlockSize() {
+		return this.minimumBlockSize;
+	}
+
+	/** I/O size hint advertised in {@code NBD_INFO_BLOCK_SIZE}. */
+	public int preferredBlockSize() {
+		return this.preferredBlockSize;
 	}
 
 	public long size() throws IOException {
@@ -170,7 +231,7 @@ public final class Export {
 	public int transmissionFlags(boolean structuredReplies) {
 		ExportBackend b = this.backend;
 		int flags = NbdProtocol.TFLAG_HAS_FLAGS;
-		if (b.isReadOnly()) {
+		if (this.readOnly) {
 			flags |= NbdProtocol.TFLAG_READ_ONLY;
 		}
 		else {
@@ -252,7 +313,7 @@ public final class Export {
 
 	/** Flush the whole export (shutdown): the shared sync, or every open view. */
 	void flushAll() throws Exception {
-		if (this.backend.isReadOnly() || !this.backend.canFlush()) {
+		if (this.readOnly || !this.backend.canFlush()) {
 			return;
 		}
 		if (this.backend.isMultiConnSafe()) {

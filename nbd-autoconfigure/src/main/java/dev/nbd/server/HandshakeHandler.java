@@ -267,7 +267,7 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		for (Export export : this.server.exports()) {
 			if (allowed(export)) {
 				ctx.write(NbdEncoder.serverEntry(ctx.alloc(), NbdProtocol.OPT_LIST, export.name(),
-						export.backend().description()));
+						export.description()));
 			}
 		}
 		reply(ctx, NbdEncoder.optionReply(ctx.alloc(), NbdProtocol.OPT_LIST, NbdProtocol.REP_ACK, null));
@@ -385,18 +385,17 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 			}
 		}
 		ByteBufAllocator alloc = ctx.alloc();
-		ExportBackend backend = export.backend();
 		for (int type : request.infoTypes()) {
 			if (type == NbdProtocol.INFO_NAME) {
 				ctx.write(NbdEncoder.infoString(alloc, opt, NbdProtocol.INFO_NAME, export.name()));
 			}
-			else if (type == NbdProtocol.INFO_DESCRIPTION && backend.description() != null) {
-				ctx.write(NbdEncoder.infoString(alloc, opt, NbdProtocol.INFO_DESCRIPTION, backend.description()));
+			else if (type == NbdProtocol.INFO_DESCRIPTION && export.description() != null) {
+				ctx.write(NbdEncoder.infoString(alloc, opt, NbdProtocol.INFO_DESCRIPTION, export.description()));
 			}
 		}
 		// Block sizes are always sent: clients then know the payload limit.
-		ctx.write(NbdEncoder.infoBlockSize(alloc, opt, backend.minimumBlockSize(),
-				Math.max(backend.preferredBlockSize(), backend.minimumBlockSize()), this.server.config().maxPayload()));
+		ctx.write(NbdEncoder.infoBlockSize(alloc, opt, export.minimumBlockSize(), export.preferredBlockSize(),
+				this.server.config().maxPayload()));
 		ctx.write(NbdEncoder.infoExport(alloc, opt, size, export.transmissionFlags(this.structuredReplies)));
 		reply(ctx, NbdEncoder.optionReply(alloc, opt, NbdProtocol.REP_ACK, null));
 		if (go) {

@@ -90,29 +90,60 @@ public final class NbdServer {
 
 	private Transport transport;
 
+	/** A server whose exports have only a multi-connection mode and an allow-list as policy. */
 	public NbdServer(NbdServerConfig config, Collection<ExportBackend> backends, Map<String, MultiConnMode> modes,
 			Map<String, List<Cidr>> exportAllowLists, NbdServerListener listener) {
+		this(config, backends, policies(backends, modes, exportAllowLists), listener);
+	}
+
+	/**
+	 * A server of {@code backends}, each under the {@link ExportPolicy} of its name in
+	 * {@code policies} ({@link ExportPolicy#DEFAULT} when absent). Throws
+	 * {@link IllegalArgumentException} for duplicate or invalid names, a policy naming no
+	 * backend, and invalid block sizes.
+	 */
+	public NbdServer(NbdServerConfig config, Collection<ExportBackend> backends, Map<String, ExportPolicy> policies,
+			NbdServerListener listener) {
 		this.config = config;
 		this.listener = (listener != null) ? listener : new NbdServerListener() {
 		};
+		Map<String, ExportBackend> byName = new LinkedHashMap<>();
+		for (ExportBackend backend : backends) {
+			String name = backend.name();
+			if (name == null || name.getBytes(java.nio.charset.StandardCharsets.UTF_8).length > 4096) {
+				throw new IllegalArgumentException("export name must be set and at most 4096 bytes: " + name);
+			}
+			if (byName.putIfAbsent(name, backend) != null) {
+				throw new IllegalArgumentException("two exports named '" + name + "'");
+			}
+		}
+		for (String name : policies.keySet()) {
+			if (!byName.containsKey(name)) {
+				throw new IllegalArgumentException("a policy names export '" + name + "', which has no backend");
+			}
+		}
 		this.blockingExecutor = new ThreadPoolExecutor(config.workerThreads(), config.workerThreads(), 60,
 				TimeUnit.SECONDS, new LinkedBlockingQueue<>(), new DefaultThreadFactory("nbd-worker", true));
 		((ThreadPoolExecutor) this.blockingExecutor).allowCoreThreadTimeOut(true);
 		this.backgroundScheduler = new BackgroundScheduler(this.blockingExecutor,
 				Math.max(1, config.workerThreads() / 2));
 		Map<String, Export> map = new LinkedHashMap<>();
+		byName.forEach((name, backend) -> map.put(name, new Export(backend,
+				policies.getOrDefault(name, ExportPolicy.DEFAULT), config.maxPayload(), this.blockingExecutor)));
+		this.exports = Collections.unmodifiableMap(map);
+	}
+
+	private static Map<String, ExportPolicy> policies(Collection<ExportBackend> backends,
+			Map<String, MultiConnMode> modes, Map<String, List<Cidr>> allowLists) {
+		Map<String, ExportPolicy> policies = new LinkedHashMap<>();
 		for (ExportBackend backend : backends) {
 			String name = backend.name();
-			if (name == null || name.getBytes(java.nio.charset.StandardCharsets.UTF_8).length > 4096) {
-				throw new IllegalArgumentException("export name must be set and at most 4096 bytes: " + name);
-			}
-			if (map.containsKey(name)) {
-				throw new IllegalArgumentException("two exports named '" + name + "'");
-			}
-			map.put(name, new Export(backend, modes.getOrDefault(name, MultiConnMode.AUTO),
-					exportAllowLists.getOrDefault(name, List.of()), this.blockingExecutor));
+			policies.put(name, ExportPolicy.builder()
+				.multiConn(modes.getOrDefault(name, MultiConnMode.AUTO))
+				.allowedAddresses(allowLists.getOrDefault(name, List.of()))
+				.build());
 		}
-		this.exports = Collections.unmodifiableMap(map);
+		return policies;
 	}
 
 	/** Binds the listener; throws {@link NbdServerException} when the port cannot be bound. */

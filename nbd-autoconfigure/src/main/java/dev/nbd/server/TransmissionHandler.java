@@ -559,7 +559,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			return (type == NbdProtocol.CMD_WRITE || type == NbdProtocol.CMD_WRITE_ZEROES) ? NbdError.ENOSPC
 					: NbdError.EINVAL;
 		}
-		int min = this.view.minimumBlockSize();
+		int min = this.export.minimumBlockSize();
 		if (min > 1 && ((offset | length) & (min - 1)) != 0) {
 			return NbdError.EINVAL;
 		}

@@ -74,7 +74,7 @@ class NbdServerAutoConfigurationTests {
 				assertThat(server.exports()).extracting(Export::name).containsExactly("mem", "disk", "ro");
 				assertThat(server.export("mem").backend()).isInstanceOf(MemoryBackend.class);
 				assertThat(server.export("mem").size()).isEqualTo(16L * 1024 * 1024);
-				assertThat(server.export("mem").backend().description()).isEqualTo("test memory");
+				assertThat(server.export("mem").description()).isEqualTo("test memory");
 				assertThat(server.export("disk").backend()).isInstanceOf(FileBackend.class);
 				assertThat(dir.resolve("sub/disk.img")).exists().hasSize(1024 * 1024);
 				assertThat(server.export("ro").readOnly()).isTrue();
