@@ -22,7 +22,8 @@ import dev.nbd.server.MultiConnMode;
 public class NbdExportProperties {
 
 	/**
-	 * Exports by name.
+	 * Exports by name (the name clients ask for). An entry with a type makes an export from
+	 * properties; an entry without one sets the policy of the ExportBackend bean of that name.
 	 */
 	private Map<String, Export> exports = new LinkedHashMap<>();
 

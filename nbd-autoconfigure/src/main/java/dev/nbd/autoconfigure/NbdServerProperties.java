@@ -108,7 +108,8 @@ public class NbdServerProperties {
 	private int eventLoopThreads;
 
 	/**
-	 * Threads that call blocking backends (file exports, most user backends).
+	 * Threads that call blocking backends (file exports, most user backends). Defaults to four
+	 * per processor, at least 8.
 	 */
 	private int workerThreads = Math.max(8, 4 * Runtime.getRuntime().availableProcessors());
 
