@@ -103,7 +103,19 @@ probes and shutdown timing, then .Values.config deep-merged over it.
 {{- $exports := dict }}
 {{- range $name, $e := $v.exports }}
 {{- if $e }}
-{{- $out := dict "type" $e.type }}
+{{- /* Without a type the entry is the policy of an ExportBackend bean of that name. */}}
+{{- $storage := list }}
+{{- if $e.size }}{{ $storage = append $storage "size" }}{{ end }}
+{{- if $e.path }}{{ $storage = append $storage "path" }}{{ end }}
+{{- if not (kindIs "invalid" $e.eventLoopIo) }}{{ $storage = append $storage "eventLoopIo" }}{{ end }}
+{{- if and (not $e.type) $storage }}
+{{- fail (printf "exports.%s sets %s: storage keys only apply to exports with a type (memory or file); without a type the entry sets the policy (readOnly, description, block sizes, multiConn, allowedAddresses) of the application's ExportBackend bean named %q" $name (join ", " $storage) $name) }}
+{{- end }}
+{{- if and (eq (toString $e.type) "memory") (or $e.path (not (kindIs "invalid" $e.eventLoopIo))) }}
+{{- fail (printf "exports.%s is a memory export: path and eventLoopIo only apply to type file" $name) }}
+{{- end }}
+{{- $out := dict }}
+{{- if $e.type }}{{ $_ := set $out "type" $e.type }}{{ end }}
 {{- if $e.size }}{{ $_ := set $out "size" (toString $e.size) }}{{ end }}
 {{- if $e.path }}
 {{- if hasPrefix "/" $e.path }}
@@ -114,6 +126,11 @@ probes and shutdown timing, then .Values.config deep-merged over it.
 {{- end }}
 {{- if not (kindIs "invalid" $e.readOnly) }}{{ $_ := set $out "read-only" $e.readOnly }}{{ end }}
 {{- if $e.description }}{{ $_ := set $out "description" $e.description }}{{ end }}
+{{- if not (kindIs "invalid" $e.eventLoopIo) }}{{ $_ := set $out "event-loop-io" $e.eventLoopIo }}{{ end }}
+{{- if $e.minimumBlockSize }}{{ $_ := set $out "minimum-block-size" (toString $e.minimumBlockSize) }}{{ end }}
+{{- if $e.preferredBlockSize }}{{ $_ := set $out "preferred-block-size" (toString $e.preferredBlockSize) }}{{ end }}
+{{- if $e.multiConn }}{{ $_ := set $out "multi-conn" $e.multiConn }}{{ end }}
+{{- if $e.allowedAddresses }}{{ $_ := set $out "allowed-addresses" (join "," $e.allowedAddresses) }}{{ end }}
 {{- $_ := set $exports $name $out }}
 {{- end }}
 {{- end }}

@@ -227,12 +227,31 @@ class HelmChartTest {
 	}
 
 	@Test
+	void policyOfAnExportBackendBeanIsRenderedWithoutStorageKeys() {
+		Rendered r = HelmChart.committed()
+			.template("--set", "exports.scratch.readOnly=true", "--set", "exports.scratch.description=bean export",
+					"--set", "exports.scratch.minimumBlockSize=512B", "--set", "exports.scratch.preferredBlockSize=64KB",
+					"--set", "exports.scratch.multiConn=single", "--set",
+					"exports.scratch.allowedAddresses={10.0.0.0/8,fd00::/8}", "--set", "exports.disk.eventLoopIo=true");
+		Map<String, Object> scratch = get(appConfig(r), "nbd.exports.scratch");
+		assertThat(scratch).containsOnly(Map.entry("read-only", true), Map.entry("description", "bean export"),
+				Map.entry("minimum-block-size", "512B"), Map.entry("preferred-block-size", "64KB"),
+				Map.entry("multi-conn", "single"), Map.entry("allowed-addresses", "10.0.0.0/8,fd00::/8"));
+		assertThat((Boolean) get(appConfig(r), "nbd.exports.disk.event-loop-io")).isTrue();
+	}
+
+	@Test
 	void wrongValuesFailAtInstallTime() {
 		HelmChart chart = HelmChart.committed();
 		assertFails(chart, "schema", "--set", "persistance.size=1Gi");
 		assertFails(chart, "schema", "--set", "nbd.port=0");
 		assertFails(chart, "schema", "--set", "exports.x.type=disk", "--set", "exports.x.size=1GB");
 		assertFails(chart, "path", "--set", "exports.x.type=file", "--set", "exports.x.size=1GB");
+		assertFails(chart, "storage keys only apply to exports with a type", "--set", "exports.scratch.size=1GB");
+		assertFails(chart, "only apply to type file", "--set", "exports.x.type=memory", "--set", "exports.x.size=1GB",
+				"--set", "exports.x.path=x.img");
+		assertFails(chart, "schema", "--set", "exports.scratch.multiConn=many");
+		assertFails(chart, "schema", "--set", "exports.scratch.minimumBlockSize=huge");
 		assertFails(chart, "secretName", "--set", "tls.enabled=true");
 		assertFails(chart, "caKey", "--set", "tls.enabled=true", "--set", "tls.secretName=s", "--set",
 				"tls.clientAuth=need");
