@@ -2,6 +2,8 @@ package dev.nbd.autoconfigure;
 
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 
 import org.junit.jupiter.api.Test;
@@ -18,6 +20,8 @@ import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.server.Export;
 import dev.nbd.server.MultiConnMode;
 import dev.nbd.server.NbdServer;
+import dev.nbd.testsupport.ExternalTool;
+import dev.nbd.testsupport.Processes;
 import dev.nbd.testsupport.RawNbdClient;
 import dev.nbd.testsupport.RawNbdClient.OptionReply;
 
@@ -55,6 +59,38 @@ class BeanExportPolicyTests {
 			vault.read(0, first);
 			assertThat(first.get(0)).isEqualTo((byte) 7);
 		});
+	}
+
+	@Test
+	void libnbdSeesAReadOnlyBeanExportAndGetsEpermForAWrite() {
+		Path nbdsh = ExternalTool.require("nbdsh");
+		this.runner
+			.withPropertyValues("nbd.exports.vault.read-only=true", "nbd.exports.vault.description=the vault",
+					"nbd.exports.vault.minimum-block-size=512B")
+			.run((context) -> {
+				String script = """
+						import errno
+						h = nbd.NBD()
+						h.set_full_info(True)
+						h.connect_uri("nbd://127.0.0.1:%d/vault")
+						assert h.is_read_only(), "READ_ONLY not advertised"
+						assert h.get_export_description() == "the vault", h.get_export_description()
+						assert h.get_block_size(nbd.SIZE_MINIMUM) == 512
+						# Let the write reach the server: libnbd would refuse it itself.
+						h.set_strict_mode(0)
+						try:
+						    h.pwrite(b"x" * 512, 0)
+						    raise AssertionError("write accepted")
+						except nbd.Error as e:
+						    assert e.errno == errno.EPERM, e
+						assert h.pread(1, 0) == b"\x07"
+						h.shutdown()
+						print("OK")
+						""".formatted(context.getBean(NbdServer.class).port());
+				Processes.Result result = Processes.run(Duration.ofSeconds(60), nbdsh.toString(), "-c", script)
+					.assertSuccess();
+				assertThat(result.stdout()).contains("OK");
+			});
 	}
 
 	@Test
