@@ -5,11 +5,18 @@ import org.springframework.boot.diagnostics.FailureAnalysis;
 
 import dev.nbd.server.NbdServerException;
 
-/** Explains a failed start when the NBD port is taken. */
+/** Explains a failed start when the NBD listener cannot bind (most often: its port is taken). */
 class NbdPortInUseFailureAnalyzer extends AbstractFailureAnalyzer<NbdServerException> {
 
 	@Override
 	protected FailureAnalysis analyze(Throwable rootFailure, NbdServerException cause) {
+		if (!String.valueOf(cause.getMessage()).contains("already in use")) {
+			// Not a taken port (an address of another host, a privileged port...): say so.
+			return new FailureAnalysis(cause.getMessage() + ".",
+					"Check that nbd.server.address is an address of this host and that this process may bind"
+							+ " nbd.server.port (ports below 1024 need privileges; 0 picks a free one).",
+					cause);
+		}
 		return new FailureAnalysis(cause.getMessage() + ".",
 				"Stop the process using port " + cause.port() + " (another NBD server such as nbdkit or qemu-nbd?),"
 						+ " or set nbd.server.port to another port (0 picks a free one).",

@@ -208,6 +208,18 @@ class NbdConfigurationFailureAnalyzerTests {
 	}
 
 	@Test
+	void addressOfAnotherHostIsNotReportedAsAPortInUse() {
+		// TEST-NET-1 (RFC 5737): never an address of this host.
+		this.runner.withPropertyValues("nbd.server.address=192.0.2.1").run((context) -> {
+			assertThat(context).hasFailed();
+			FailureAnalysis analysis = new NbdPortInUseFailureAnalyzer().analyze(context.getStartupFailure());
+			assertThat(analysis.getDescription()).contains("could not bind 192.0.2.1");
+			assertThat(analysis.getAction()).contains("nbd.server.address is an address of this host")
+				.doesNotContain("Stop the process");
+		});
+	}
+
+	@Test
 	void applicationPrintsTheAnalysisWithoutAStackTrace(CapturedOutput output) {
 		assertThatException().isThrownBy(() -> new SpringApplicationBuilder(Application.class)
 			.web(WebApplicationType.NONE)
