@@ -3,6 +3,7 @@ package dev.nbd.backend;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
+import java.util.Map;
 
 import dev.nbd.protocol.NbdError;
 
@@ -145,6 +146,15 @@ public interface ExportBackend {
 	 */
 	default boolean canWritePieces() {
 		return false;
+	}
+
+	/**
+	 * Facts about how this backend serves its export, shown with the export by the actuator's
+	 * {@code nbd} endpoint (the file backend lists the system calls it uses and why any fell
+	 * back). Values must serialize to JSON; empty by default.
+	 */
+	default Map<String, Object> details() {
+		return Map.of();
 	}
 
 	/** Read {@code dst.remaining()} bytes at {@code offset} into {@code dst}. */

@@ -3,6 +3,7 @@ package dev.nbd.autoconfigure.actuate;
 import java.io.IOException;
 import java.util.Comparator;
 import java.util.List;
+import java.util.Map;
 
 import org.springframework.boot.actuate.endpoint.annotation.DeleteOperation;
 import org.springframework.boot.actuate.endpoint.annotation.Endpoint;
@@ -49,7 +50,7 @@ public class NbdEndpoint {
 		ExportDescriptor d = describe(e);
 		List<ConnectionDescriptor> connections = connections(export);
 		return new ExportDetails(d.name(), d.size(), d.readOnly(), d.multiConn(), connections.size(), connections,
-				d.flush(), d.flushRequests(), d.backendSyncs(), d.bytesRead(), d.bytesWritten());
+				d.flush(), d.flushRequests(), d.backendSyncs(), d.bytesRead(), d.bytesWritten(), e.backend().details());
 	}
 
 	@DeleteOperation
@@ -112,10 +113,14 @@ public class NbdEndpoint {
 			FlushDescriptor flush, long flushRequests, long backendSyncs, long bytesRead, long bytesWritten) {
 	}
 
-	/** {@code GET /actuator/nbd/{export}}: the export with its connections listed. */
+	/**
+	 * {@code GET /actuator/nbd/{export}}: the export with its connections listed, and what its
+	 * backend reports about itself ({@code ExportBackend.details()}, e.g. a file backend's
+	 * sparse-file calls and fallbacks).
+	 */
 	public record ExportDetails(String name, long size, boolean readOnly, boolean multiConn, int connectionCount,
 			List<ConnectionDescriptor> connections, FlushDescriptor flush, long flushRequests, long backendSyncs,
-			long bytesRead, long bytesWritten) {
+			long bytesRead, long bytesWritten, Map<String, Object> backend) {
 	}
 
 	/** Client FLUSH latency, in milliseconds. */
