@@ -41,6 +41,9 @@ public class NbdHealthIndicator extends AbstractHealthIndicator {
 		builder.withDetail("port", this.server.port())
 			.withDetail("exports", this.server.exports().size())
 			.withDetail("connections", this.server.connections().size());
+		if (this.server.unixSocket() != null) {
+			builder.withDetail("unixSocket", this.server.unixSocket().toString());
+		}
 		if (this.server.transport() != null) {
 			builder.withDetail("transport", this.server.transport().name().toLowerCase());
 		}

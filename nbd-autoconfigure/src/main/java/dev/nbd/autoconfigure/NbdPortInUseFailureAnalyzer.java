@@ -10,6 +10,12 @@ class NbdPortInUseFailureAnalyzer extends AbstractFailureAnalyzer<NbdServerExcep
 
 	@Override
 	protected FailureAnalysis analyze(Throwable rootFailure, NbdServerException cause) {
+		if (cause.port() < 0) {
+			return new FailureAnalysis(cause.getMessage() + ".",
+					"Set nbd.server.unix-socket to a free path in a writable directory, or stop the server using it;"
+							+ " with nbd.server.port=-1 it is the only listener.",
+					cause);
+		}
 		if (!String.valueOf(cause.getMessage()).contains("already in use")) {
 			// Not a taken port (an address of another host, a privileged port...): say so.
 			return new FailureAnalysis(cause.getMessage() + ".",

@@ -2,8 +2,11 @@ package dev.nbd.autoconfigure;
 
 import java.net.InetAddress;
 import java.net.UnknownHostException;
+import java.nio.file.attribute.PosixFilePermission;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.util.List;
+import java.util.Set;
 
 import org.springframework.beans.factory.ObjectProvider;
 import org.springframework.boot.ssl.NoSuchSslBundleException;
@@ -25,9 +28,14 @@ final class NbdServerConfigValidation {
 	}
 
 	static NbdServerConfig.Builder builder(NbdServerProperties properties, ObjectProvider<SslBundles> sslBundles) {
-		if (properties.getPort() < 0 || properties.getPort() > 65535) {
+		if (properties.getPort() == -1 && properties.getUnixSocket() == null) {
+			throw invalid("port", properties.getPort(), "turns TCP off, and nbd.server.unix-socket is not set",
+					"Set nbd.server.unix-socket to listen on a Unix socket only, or nbd.server.port to a TCP port.");
+		}
+		if (properties.getPort() < -1 || properties.getPort() > 65535) {
 			throw invalid("port", properties.getPort(), "is not a TCP port",
-					"Set nbd.server.port from 1 to 65535, or 0 to pick a free port.");
+					"Set nbd.server.port from 1 to 65535, 0 to pick a free port, or -1 for none (with "
+							+ "nbd.server.unix-socket).");
 		}
 		try {
 			InetAddress.getByName(properties.getAddress());
@@ -48,6 +56,8 @@ final class NbdServerConfigValidation {
 		NbdServerConfig.Builder builder = NbdServerConfig.builder()
 			.address(properties.getAddress())
 			.port(properties.getPort())
+			.unixSocket(properties.getUnixSocket())
+			.unixSocketPermissions(permissions(properties.getUnixSocketPermissions()))
 			.maxConnections(properties.getMaxConnections())
 			.maxInFlight(properties.getMaxInFlight())
 			.maxPayload(intBytes("max-payload", properties.getMaxPayload(), 4096))
@@ -171,6 +181,26 @@ final class NbdServerConfigValidation {
 			throw invalid(key, duration, "must not be negative", "Set nbd.server." + key + " to 0 (off) or more.");
 		}
 		return duration;
+	}
+
+	/** {@code 660}, {@code 0660} or {@code rw-rw----}. */
+	static Set<PosixFilePermission> permissions(String value) {
+		String v = value.trim();
+		try {
+			if (v.matches("0?[0-7]{3}")) {
+				int mode = Integer.parseInt(v, 8);
+				StringBuilder symbolic = new StringBuilder();
+				for (int bit = 8; bit >= 0; bit--) {
+					symbolic.append(((mode >> bit) & 1) == 0 ? '-' : "rwx".charAt((8 - bit) % 3));
+				}
+				v = symbolic.toString();
+			}
+			return PosixFilePermissions.fromString(v);
+		}
+		catch (IllegalArgumentException ex) {
+			throw invalid("unix-socket-permissions", value, "is neither octal nor symbolic permissions",
+					"Set nbd.server.unix-socket-permissions like 660 or rw-rw----.");
+		}
 	}
 
 	private static NbdConfigurationException invalid(String key, Object value, String reason, String action) {

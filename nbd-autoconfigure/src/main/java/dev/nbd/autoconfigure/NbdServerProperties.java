@@ -1,5 +1,6 @@
 package dev.nbd.autoconfigure;
 
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
@@ -27,9 +28,23 @@ public class NbdServerProperties {
 	private String address = "127.0.0.1";
 
 	/**
-	 * TCP port; 0 picks a free one, published as 'local.nbd.server.port'.
+	 * TCP port; 0 picks a free one, published as 'local.nbd.server.port'; -1 for no TCP
+	 * listener (with unix-socket set).
 	 */
 	private int port = 10809;
+
+	/**
+	 * Also (or, with port -1, only) listen on this Unix domain socket path, for clients on the
+	 * same host or a sidecar sharing a volume ('nbd+unix:///EXPORT?socket=PATH'). A socket file
+	 * left by a server that died is replaced.
+	 */
+	private Path unixSocket;
+
+	/**
+	 * Permissions of the Unix socket file, octal ('660') or symbolic ('rw-rw----'); a client
+	 * needs write permission to connect.
+	 */
+	private String unixSocketPermissions = "rw-rw----";
 
 	/**
 	 * Open connections beyond this are refused (closed before the greeting).
@@ -142,6 +157,22 @@ public class NbdServerProperties {
 
 	public void setPort(int port) {
 		this.port = port;
+	}
+
+	public Path getUnixSocket() {
+		return this.unixSocket;
+	}
+
+	public void setUnixSocket(Path unixSocket) {
+		this.unixSocket = unixSocket;
+	}
+
+	public String getUnixSocketPermissions() {
+		return this.unixSocketPermissions;
+	}
+
+	public void setUnixSocketPermissions(String unixSocketPermissions) {
+		this.unixSocketPermissions = unixSocketPermissions;
 	}
 
 	public int getMaxConnections() {

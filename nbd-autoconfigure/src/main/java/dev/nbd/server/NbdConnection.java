@@ -59,14 +59,14 @@ public final class NbdConnection {
 		return this.channel.remoteAddress();
 	}
 
-	/** Remote address as {@code host:port}. */
+	/** Remote address as {@code host:port}, or {@code unix:PATH} (the listener's) for a Unix socket client. */
 	public String remote() {
 		SocketAddress a = this.channel.remoteAddress();
 		if (a instanceof java.net.InetSocketAddress inet) {
 			String host = inet.getAddress().getHostAddress();
 			return (host.indexOf(':') >= 0 ? "[" + host + "]" : host) + ":" + inet.getPort();
 		}
-		return String.valueOf(a);
+		return "unix:" + this.channel.localAddress();
 	}
 
 	public Instant connectedAt() {

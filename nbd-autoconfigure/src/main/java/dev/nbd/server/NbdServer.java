@@ -1,8 +1,16 @@
 package dev.nbd.server;
 
+import java.io.IOException;
 import java.net.BindException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
+import java.net.SocketAddress;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFileAttributes;
 import java.nio.channels.spi.SelectorProvider;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -36,13 +44,17 @@ import io.netty.channel.ServerChannel;
 import io.netty.channel.WriteBufferWaterMark;
 import io.netty.channel.epoll.Epoll;
 import io.netty.channel.epoll.EpollIoHandler;
+import io.netty.channel.epoll.EpollServerDomainSocketChannel;
 import io.netty.channel.epoll.EpollServerSocketChannel;
 import io.netty.channel.nio.NioIoHandler;
 import io.netty.channel.socket.SocketChannel;
+import io.netty.channel.socket.nio.NioServerDomainSocketChannel;
 import io.netty.channel.socket.nio.NioServerSocketChannel;
 import io.netty.channel.uring.IoUring;
 import io.netty.channel.uring.IoUringIoHandler;
+import io.netty.channel.uring.IoUringServerDomainSocketChannel;
 import io.netty.channel.uring.IoUringServerSocketChannel;
+import io.netty.channel.unix.DomainSocketAddress;
 import io.netty.handler.flush.FlushConsolidationHandler;
 import io.netty.util.concurrent.DefaultThreadFactory;
 
@@ -87,6 +99,9 @@ public final class NbdServer {
 	private final BackgroundScheduler backgroundScheduler;
 
 	private Channel serverChannel;
+
+	/** The Unix domain socket listener, or null; also {@link #serverChannel} when TCP is off. */
+	private Channel unixChannel;
 
 	private Transport transport;
 
@@ -159,6 +174,10 @@ public final class NbdServer {
 			case IO_URING -> IoUringServerSocketChannel.class;
 			default -> NioServerSocketChannel.class;
 		};
+		if (this.config.port() < 0 && this.config.unixSocket() == null) {
+			throw new NbdServerException("NBD server has nothing to listen on: nbd.server.port is negative and "
+					+ "nbd.server.unix-socket is not set", this.config.port(), null);
+		}
 		this.bossGroup = new MultiThreadIoEventLoopGroup(1, new DefaultThreadFactory("nbd-accept"), ioFactory);
 		this.workerGroup = new MultiThreadIoEventLoopGroup(this.config.eventLoopThreads(),
 				new DefaultThreadFactory("nbd-io"), connectionIoFactory);
@@ -184,14 +203,29 @@ public final class NbdServer {
 				}
 			});
 		try {
-			InetAddress bindAddress = InetAddress.getByName(this.config.address());
-			warnIfExposed(bindAddress);
-			this.serverChannel = bootstrap.bind(new InetSocketAddress(bindAddress, this.config.port()))
-				.syncUninterruptibly()
-				.channel();
+			if (this.config.port() >= 0) {
+				InetAddress bindAddress = InetAddress.getByName(this.config.address());
+				warnIfExposed(bindAddress);
+				this.serverChannel = bootstrap.bind(new InetSocketAddress(bindAddress, this.config.port()))
+					.syncUninterruptibly()
+					.channel();
+			}
+			if (this.config.unixSocket() != null) {
+				this.unixChannel = bindUnixSocket(this.config.unixSocket());
+				if (this.serverChannel == null) {
+					this.serverChannel = this.unixChannel;
+				}
+			}
 		}
 		catch (Exception ex) {
+			if (this.serverChannel != null) {
+				this.serverChannel.close().syncUninterruptibly();
+				this.serverChannel = null;
+			}
 			shutdownGroups(Duration.ZERO);
+			if (ex instanceof NbdServerException nse) {
+				throw nse;
+			}
 			if (ex instanceof BindException || ex.getCause() instanceof BindException
 					|| String.valueOf(ex.getMessage()).contains("Address already in use")) {
 				throw new NbdServerException("NBD port " + this.config.port() + " on " + this.config.address()
@@ -202,10 +236,95 @@ public final class NbdServer {
 		}
 		this.draining = false;
 		this.repliesStopped = false;
-		logger.info("NBD server listening on {}:{} ({} transport, {}) with exports {}", this.config.address(), port(),
+		logger.info("NBD server listening on {} ({} transport, {}) with exports {}", listeningOn(),
 				this.transport.name().toLowerCase(), (this.config.tls() == null) ? "plaintext"
 						: (this.config.tls().required() ? "TLS required" : "TLS optional"),
 				this.exports.keySet());
+	}
+
+	private String listeningOn() {
+		List<String> on = new ArrayList<>();
+		if (port() >= 0) {
+			on.add(this.config.address() + ":" + port());
+		}
+		if (this.unixChannel != null) {
+			on.add("unix:" + this.config.unixSocket());
+		}
+		return String.join(" and ", on);
+	}
+
+	/**
+	 * Binds the Unix domain socket listener on the same event loops as TCP (every transport has
+	 * domain sockets: epoll and io_uring natively, NIO through Java 16's UnixDomainSocketAddress).
+	 * A socket file left by a server that died is replaced; one with a live server behind it, or
+	 * a path that is not a socket, is an error. The file gets the configured permissions once
+	 * bound (until then the umask's): put it in a directory only its users can enter to leave no
+	 * window at all. Netty deletes the file when the listener closes.
+	 */
+	private Channel bindUnixSocket(Path path) {
+		Class<? extends ServerChannel> channelClass = switch (this.transport) {
+			case EPOLL -> EpollServerDomainSocketChannel.class;
+			case IO_URING -> IoUringServerDomainSocketChannel.class;
+			default -> NioServerDomainSocketChannel.class;
+		};
+		SocketAddress address = (this.transport == Transport.NIO) ? UnixDomainSocketAddress.of(path)
+				: new DomainSocketAddress(path.toString());
+		ServerBootstrap bootstrap = new ServerBootstrap().group(this.bossGroup, this.workerGroup)
+			.channel(channelClass)
+			.option(ChannelOption.SO_BACKLOG, 1024)
+			.childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, new WriteBufferWaterMark(1 << 20, 4 << 20))
+			.childOption(ChannelOption.RECVBUF_ALLOCATOR, new AdaptiveRecvByteBufAllocator(64, 2048, MAX_SOCKET_READ))
+			.childHandler(new ChannelInitializer<Channel>() {
+				@Override
+				protected void initChannel(Channel ch) {
+					accept(ch);
+				}
+			});
+		try {
+			if (path.getParent() != null) {
+				Files.createDirectories(path.getParent());
+			}
+			removeStaleSocket(path);
+			Channel channel = bootstrap.bind(address).syncUninterruptibly().channel();
+			try {
+				Files.setPosixFilePermissions(path, this.config.unixSocketPermissions());
+			}
+			catch (IOException | RuntimeException ex) {
+				channel.close().syncUninterruptibly();
+				throw ex;
+			}
+			return channel;
+		}
+		catch (NbdServerException ex) {
+			throw ex;
+		}
+		catch (Exception ex) {
+			throw new NbdServerException("NBD server could not listen on unix socket " + path + ": " + ex.getMessage(),
+					-1, ex);
+		}
+	}
+
+	private static void removeStaleSocket(Path path) throws IOException {
+		if (!Files.exists(path, LinkOption.NOFOLLOW_LINKS)) {
+			return;
+		}
+		if (!Files.readAttributes(path, PosixFileAttributes.class, LinkOption.NOFOLLOW_LINKS).isOther()) {
+			throw new NbdServerException("NBD unix socket path " + path + " exists and is not a socket", -1, null);
+		}
+		try (java.nio.channels.SocketChannel probe = java.nio.channels.SocketChannel.open(StandardProtocolFamily.UNIX)) {
+			probe.connect(UnixDomainSocketAddress.of(path));
+		}
+		catch (IOException refused) {
+			// Nobody listens: a socket file left behind by a server that did not close it.
+			Files.deleteIfExists(path);
+			return;
+		}
+		throw new NbdServerException("NBD unix socket " + path + " is already in use by another server", -1, null);
+	}
+
+	/** The Unix domain socket listened on, or null. */
+	public Path unixSocket() {
+		return (this.unixChannel != null) ? this.config.unixSocket() : null;
 	}
 
 	private void warnIfExposed(InetAddress bindAddress) {
@@ -221,7 +340,7 @@ public final class NbdServer {
 		}
 	}
 
-	/** Bound port, or -1 when not listening. */
+	/** Bound TCP port, or -1 when not listening on TCP. */
 	public int port() {
 		Channel ch = this.serverChannel;
 		return (ch != null && ch.localAddress() instanceof InetSocketAddress a) ? a.getPort() : -1;
@@ -293,6 +412,7 @@ public final class NbdServer {
 			}
 			this.draining = true;
 			this.serverChannel.close().syncUninterruptibly();
+			closeUnixListener();
 		}
 		List<NbdConnection> attached = List.copyOf(connections());
 		logger.info("NBD server draining {} connection(s)", attached.size());
@@ -338,6 +458,7 @@ public final class NbdServer {
 		if (this.serverChannel != null) {
 			this.serverChannel.close().syncUninterruptibly();
 		}
+		closeUnixListener();
 		for (NbdConnection c : this.connections) {
 			c.channel().close();
 		}
@@ -345,6 +466,13 @@ public final class NbdServer {
 		// The worker pool is kept (its idle threads time out): start() may be called again.
 		this.serverChannel = null;
 		logger.info("NBD server stopped");
+	}
+
+	private void closeUnixListener() {
+		if (this.unixChannel != null) {
+			this.unixChannel.close().syncUninterruptibly();
+			this.unixChannel = null;
+		}
 	}
 
 	private void shutdownGroups(Duration timeout) {
@@ -357,13 +485,17 @@ public final class NbdServer {
 		}
 	}
 
-	private void accept(SocketChannel ch) {
-		InetSocketAddress remote = ch.remoteAddress();
+	/**
+	 * A new connection, TCP or Unix domain socket. CIDR lists apply to TCP only: who may use the
+	 * Unix socket is decided by its file permissions.
+	 */
+	private void accept(Channel ch) {
+		InetSocketAddress remote = (ch instanceof SocketChannel tcp) ? tcp.remoteAddress() : null;
 		if (this.draining) {
 			refuse(ch, "shutting_down", "server is shutting down");
 			return;
 		}
-		if (!this.config.allowedAddresses().isEmpty() && (remote == null
+		if (ch instanceof SocketChannel && !this.config.allowedAddresses().isEmpty() && (remote == null
 				|| this.config.allowedAddresses().stream().noneMatch(c -> c.contains(remote.getAddress())))) {
 			refuse(ch, "address_not_allowed", remote + " is not in nbd.server.allowed-addresses");
 			return;
@@ -390,7 +522,7 @@ public final class NbdServer {
 		return connection;
 	}
 
-	private void refuse(SocketChannel ch, String reason, String detail) {
+	private void refuse(Channel ch, String reason, String detail) {
 		this.listener.connectionRefused(reason);
 		this.refusals.log(reason, "Refused NBD connection from " + ch.remoteAddress() + ": " + detail);
 		ch.close();

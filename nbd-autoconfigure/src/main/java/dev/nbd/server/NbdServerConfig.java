@@ -1,13 +1,19 @@
 package dev.nbd.server;
 
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermission;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.util.List;
+import java.util.Set;
 
 /**
  * Settings of one {@link NbdServer}. Immutable; build with {@link #builder()}.
  *
  * @param address bind address
- * @param port TCP port, 0 for any free port
+ * @param port TCP port, 0 for any free port, negative for no TCP listener
+ * @param unixSocket path of a Unix domain socket to listen on as well (or instead), or null
+ * @param unixSocketPermissions permissions of the Unix domain socket file
  * @param maxConnections open connections beyond this are closed at once
  * @param maxInFlight per-connection requests in progress before the server stops reading
  * @param maxPayload largest READ/WRITE payload, advertised as the maximum block size
@@ -32,7 +38,8 @@ import java.util.List;
  * @param workerThreads threads that call blocking backends
  * @param defaultExport export served for the empty name; null for the first export
  */
-public record NbdServerConfig(String address, int port, int maxConnections, int maxInFlight, int maxPayload,
+public record NbdServerConfig(String address, int port, Path unixSocket,
+		Set<PosixFilePermission> unixSocketPermissions, int maxConnections, int maxInFlight, int maxPayload,
 		long maxInFlightBytes, Duration handshakeTimeout, Duration idleTimeout, Duration writeStallTimeout, Duration drainTimeout, Duration busyPoll, int sendBufferSize,
 		List<Cidr> allowedAddresses,
 		TlsSettings tls, Transport transport, int eventLoopThreads, int workerThreads, String defaultExport) {
@@ -84,6 +91,7 @@ public record NbdServerConfig(String address, int port, int maxConnections, int 
 			throw new IllegalArgumentException("send-buffer-size must not be negative, was " + sendBufferSize);
 		}
 		allowedAddresses = List.copyOf(allowedAddresses);
+		unixSocketPermissions = Set.copyOf(unixSocketPermissions);
 	}
 
 	public static Builder builder() {
@@ -96,6 +104,10 @@ public record NbdServerConfig(String address, int port, int maxConnections, int 
 		private String address = "127.0.0.1";
 
 		private int port = 10809;
+
+		private Path unixSocket;
+
+		private Set<PosixFilePermission> unixSocketPermissions = PosixFilePermissions.fromString("rw-rw----");
 
 		private int maxConnections = 512;
 
@@ -136,6 +148,16 @@ public record NbdServerConfig(String address, int port, int maxConnections, int 
 
 		public Builder port(int port) {
 			this.port = port;
+			return this;
+		}
+
+		public Builder unixSocket(Path unixSocket) {
+			this.unixSocket = unixSocket;
+			return this;
+		}
+
+		public Builder unixSocketPermissions(Set<PosixFilePermission> unixSocketPermissions) {
+			this.unixSocketPermissions = unixSocketPermissions;
 			return this;
 		}
 
@@ -220,7 +242,8 @@ public record NbdServerConfig(String address, int port, int maxConnections, int 
 		}
 
 		public NbdServerConfig build() {
-			return new NbdServerConfig(this.address, this.port, this.maxConnections, this.maxInFlight, this.maxPayload,
+			return new NbdServerConfig(this.address, this.port, this.unixSocket, this.unixSocketPermissions,
+					this.maxConnections, this.maxInFlight, this.maxPayload,
 					Math.max(this.maxInFlightBytes, this.maxPayload), this.handshakeTimeout, this.idleTimeout,
 					this.writeStallTimeout, this.drainTimeout, this.busyPoll, this.sendBufferSize, this.allowedAddresses, this.tls, this.transport, this.eventLoopThreads, this.workerThreads,
 					this.defaultExport);
