@@ -50,7 +50,7 @@ class CrossConnectionVisibilityTest {
 			.assertSuccess();
 		assertThat(probe.stdout()).contains("ok");
 		// Two FLUSH commands went through the export's shared flush, and so did the FUA write
-		// unless the backend does FUA itself (memory does, file does not).
+		// unless the backend does FUA itself (memory and file both do).
 		assertThat(e.flushRequests() - flushesBefore).isEqualTo(e.backend().canFua() ? 2 : 3);
 		assertThat(e.backendSyncs()).isPositive();
 	}

@@ -28,10 +28,12 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 /**
  * Durability of the file export checked from outside the JVM. The sample app runs under
- * {@code strace}: a write answered on connection A, then a FLUSH answered on connection B (and
- * separately a FUA write) must have caused an {@code fdatasync}/{@code fsync} of the disk image
- * between the client sending the request and receiving its reply. Then the server is killed with
- * SIGKILL (no shutdown hook, no final flush) and the bytes are read from the file directly.
+ * {@code strace}: a write answered on connection A, then a FLUSH answered on connection B must
+ * have caused an {@code fdatasync}/{@code fsync} of the disk image between the client sending
+ * the request and receiving its reply; a FUA write must have caused either that or a
+ * {@code pwrite64} of its bytes through a descriptor of the image opened with {@code O_DSYNC}
+ * (the kernel syncs such a write's range before the call returns). Then the server is killed
+ * with SIGKILL (no shutdown hook, no final flush) and the bytes are read from the file directly.
  */
 class FlushDurabilityIT {
 
@@ -58,6 +60,14 @@ class FlushDurabilityIT {
 	private static final Pattern SYNC = Pattern
 		.compile("^\\d+\\s+(\\d+\\.\\d+)\\s+(fdatasync|fsync)\\((\\d+)<([^>]*)>\\)\\s+=\\s+0");
 
+	/** {@code openat(..., "PATH", FLAGS...) = FD</path>}: descriptors opened with O_DSYNC or O_SYNC. */
+	private static final Pattern SYNC_OPEN = Pattern
+		.compile("^\\d+\\s+\\d+\\.\\d+\\s+openat\\(.*, \"([^\"]*)\", ([A-Z_|]+).*\\)\\s+=\\s+(\\d+)<");
+
+	/** {@code pwrite64(FD</path>, ..., COUNT, OFFSET) = COUNT}. */
+	private static final Pattern PWRITE = Pattern
+		.compile("^\\d+\\s+(\\d+\\.\\d+)\\s+pwrite64\\((\\d+)<([^>]*)>, .*, (\\d+), (\\d+)\\)\\s+=\\s+(\\d+)");
+
 	@TempDir
 	Path data;
 
@@ -71,7 +81,7 @@ class FlushDurabilityIT {
 		Path trace = this.data.resolve("strace.out");
 		// seccomp-bpf stops the JVM only at the traced calls, so it runs at nearly full speed.
 		SampleAppProcess app = SampleAppProcess.startWrapped(this.data, List.of(strace.toString(), "-f",
-				"--seccomp-bpf", "-ttt", "-y", "-e", "trace=fdatasync,fsync", "-o", trace.toString()));
+				"--seccomp-bpf", "-ttt", "-y", "-e", "trace=fdatasync,fsync,openat,pwrite64", "-o", trace.toString()));
 		Map<String, Window> windows = new HashMap<>();
 		Process client = Processes
 			.builder(List.of("/usr/bin/python3", "-c", CLIENT, app.uri("disk")))
@@ -99,18 +109,40 @@ class FlushDurabilityIT {
 			assertThat(readFile(disk, w.offset(), w.bytes().length)).isEqualTo(w.bytes());
 		}
 		List<double[]> syncs = new ArrayList<>();
+		List<double[]> syncedWrites = new ArrayList<>();
+		java.util.Set<String> syncDescriptors = new java.util.HashSet<>();
 		for (String l : Files.readAllLines(trace)) {
 			Matcher m = SYNC.matcher(l);
 			if (m.find() && m.group(4).endsWith("/disk.img")) {
 				syncs.add(new double[] { Double.parseDouble(m.group(1)) });
 			}
+			Matcher open = SYNC_OPEN.matcher(l);
+			if (open.find() && open.group(1).endsWith("/disk.img")
+					&& java.util.Arrays.asList(open.group(2).split("\\|")).stream()
+						.anyMatch(f -> f.equals("O_DSYNC") || f.equals("O_SYNC"))) {
+				syncDescriptors.add(open.group(3));
+			}
+			Matcher write = PWRITE.matcher(l);
+			if (write.find() && write.group(3).endsWith("/disk.img") && syncDescriptors.contains(write.group(2))
+					&& write.group(4).equals(write.group(6))) {
+				syncedWrites.add(new double[] { Double.parseDouble(write.group(1)), Long.parseLong(write.group(5)) });
+			}
 		}
 		String traced = Files.readString(trace);
-		for (String kind : List.of("flush", "fua")) {
-			Window w = windows.get(kind);
-			assertThat(syncs).as(kind + ": a sync of disk.img between " + w.from() + " and " + w.to() + " in\n" + traced)
-				.anyMatch(s -> s[0] >= w.from() && s[0] <= w.to());
-		}
+		Window flush = windows.get("flush");
+		assertThat(syncs).as("flush: a sync of disk.img between " + flush.from() + " and " + flush.to() + " in\n" + traced)
+			.anyMatch(s -> s[0] >= flush.from() && s[0] <= flush.to());
+		Window fua = windows.get("fua");
+		assertThat(syncs.stream().anyMatch(s -> s[0] >= fua.from() && s[0] <= fua.to())
+				|| syncedWrites.stream().anyMatch(w -> w[0] >= fua.from() && w[0] <= fua.to() && w[1] == fua.offset()))
+			.as("fua: a sync of disk.img, or an O_DSYNC write at " + fua.offset() + ", between " + fua.from() + " and "
+					+ fua.to() + " in\n" + traced)
+			.isTrue();
+		// And the file backend's FUA needs no sync of the whole file: only its own write is synced.
+		assertThat(syncedWrites).as("fua: an O_DSYNC write in\n" + traced)
+			.anyMatch(w -> w[0] >= fua.from() && w[0] <= fua.to() && w[1] == fua.offset());
+		assertThat(syncs).as("fua: no whole-file sync in\n" + traced)
+			.noneMatch(s -> s[0] >= fua.from() && s[0] <= fua.to());
 	}
 
 	private static byte[] readFile(Path file, long offset, int length) throws IOException {

@@ -80,10 +80,10 @@ class RealClientInteropTests {
 
 		JsonNode diskExport = info("disk").get("exports").get(0);
 		assertThat(diskExport.get("export-size").asLong()).isEqualTo(DISK_SIZE);
-		// A plain file: flush and cache, no trim or fast zero; zeroing is emulated with writes.
+		// A sparse file: trim punches holes, zeroing (fast) with fallocate.
 		assertThat(flags(diskExport)).containsExactlyInAnyOrderEntriesOf(Map.of("is_read_only", false,
-				"is_rotational", false, "can_cache", true, "can_df", true, "can_fast_zero", false, "can_flush", true,
-				"can_fua", true, "can_multi_conn", true, "can_trim", false, "can_zero", true));
+				"is_rotational", false, "can_cache", true, "can_df", true, "can_fast_zero", true, "can_flush", true,
+				"can_fua", true, "can_multi_conn", true, "can_trim", true, "can_zero", true));
 
 		JsonNode scratchExport = info("scratch").get("exports").get(0);
 		assertThat(scratchExport.get("export-size").asLong()).isEqualTo(64L << 20);
@@ -212,8 +212,8 @@ class RealClientInteropTests {
 				expect("EINVAL", lambda: h.pread(512, size - 256))
 				expect("EINVAL", lambda: h.pread(1, size))
 				expect("ENOSPC", lambda: h.pwrite(b"x" * 512, size - 256))
-				expect("EINVAL", lambda: h.trim(4096, 0))
-				expect("EINVAL", lambda: h.zero(4096, 0, nbd.CMD_FLAG_FAST_ZERO))
+				expect("EINVAL", lambda: h.trim(4096, size - 2048))
+				expect("ENOSPC", lambda: h.zero(4096, size - 2048, nbd.CMD_FLAG_FAST_ZERO))
 				expect("EINVAL", lambda: h.pread(512, 0, nbd.CMD_FLAG_REQ_ONE))
 				expect("EINVAL", lambda: h.pread(maximum + 1, 0))
 				h.pwrite(b"\\x5a" * 4096, 0)
