@@ -100,6 +100,10 @@ probes and shutdown timing, then .Values.config deep-merged over it.
 {{- if $v.nbd.allowedAddresses }}
 {{- $_ := set $server "allowed-addresses" (join "," $v.nbd.allowedAddresses) }}
 {{- end }}
+{{- if $v.unixSocket.enabled }}
+{{- $_ := set $server "unix-socket" $v.unixSocket.path }}
+{{- $_ := set $server "unix-socket-permissions" (toString $v.unixSocket.permissions) }}
+{{- end }}
 {{- $exports := dict }}
 {{- range $name, $e := $v.exports }}
 {{- if $e }}

@@ -457,8 +457,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			execute(r, cost, startNanos);
 			return;
 		}
-		if (r.type() == NbdProtocol.CMD_READ && this.servedFile != null
-				&& !(this.structured && !r.hasFlag(NbdProtocol.CMD_FLAG_DF) && this.view.canExtents())) {
+		// A served file's reads go out as data, holes included (zeroes from the page cache): one
+		// pread or sendfile beats looking up extents for every read; clients ask BLOCK_STATUS.
+		if (r.type() == NbdProtocol.CMD_READ && this.servedFile != null) {
 			if (r.length() < LARGE_READ) {
 				// One pread into the reply buffer: cheaper than two thread hand-offs.
 				execute(r, cost, startNanos);
@@ -767,7 +768,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			return dataReply(alloc, r.cookie(), false, true, r.offset(), length);
 		}
 		boolean df = r.hasFlag(NbdProtocol.CMD_FLAG_DF);
-		if (df || !this.view.canExtents()) {
+		if (df || !this.view.canExtents() || this.servedFile != null) {
 			return dataReply(alloc, r.cookie(), true, true, r.offset(), length);
 		}
 		// Holes go out as OFFSET_HOLE chunks: no zero bytes on the wire.

@@ -115,8 +115,9 @@ class NbdServerTransmissionTests {
 	@Test
 	void everyCommandOnAFileExport() throws Exception {
 		try (RawNbdClient c = RawNbdClient.connect(this.port, "file", true, false)) {
-			assertThat(c.export().flags() & NbdProtocol.TFLAG_SEND_TRIM).isZero();
-			assertThat(c.export().flags() & NbdProtocol.TFLAG_SEND_FAST_ZERO).isZero();
+			// A sparse file (where the filesystem can punch holes): trim and fast zero.
+			assertThat(c.export().flags() & NbdProtocol.TFLAG_SEND_TRIM).isNotZero();
+			assertThat(c.export().flags() & NbdProtocol.TFLAG_SEND_FAST_ZERO).isNotZero();
 			byte[] data = pattern(MAX_PAYLOAD, 9);
 			c.sendRequest(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_WRITE, 1, SIZE - MAX_PAYLOAD, MAX_PAYLOAD, data);
 			assertOk(c.readSimpleReply(), 1);
@@ -128,7 +129,7 @@ class NbdServerTransmissionTests {
 			assertOk(c.readSimpleReply(), 4);
 			c.sendRequest(0, NbdProtocol.CMD_READ, 5, SIZE - MAX_PAYLOAD, MAX_PAYLOAD, null);
 			List<Chunk> chunks = c.readChunks();
-			// No extents on a file: one data chunk.
+			// All of it data (the 10 zeroed bytes share a block with data): one data chunk.
 			assertThat(chunks).hasSize(1);
 			Chunk chunk = chunks.get(0);
 			assertThat(chunk.type()).isEqualTo(NbdProtocol.REPLY_TYPE_OFFSET_DATA);
@@ -137,12 +138,10 @@ class NbdServerTransmissionTests {
 			byte[] expected = data.clone();
 			Arrays.fill(expected, 0, 10, (byte) 0);
 			assertThat(Arrays.copyOfRange(chunk.payload(), 8, chunk.payload().length)).isEqualTo(expected);
-			// TRIM was not advertised.
 			c.sendRequest(0, NbdProtocol.CMD_TRIM, 6, 0, 4096, null);
-			assertError(c.readSimpleReply(), 6, EINVAL);
-			// FAST_ZERO was not advertised: EINVAL, not ENOTSUP.
+			assertOk(c.readSimpleReply(), 6);
 			c.sendRequest(NbdProtocol.CMD_FLAG_FAST_ZERO, NbdProtocol.CMD_WRITE_ZEROES, 7, 0, 4096, null);
-			assertError(c.readSimpleReply(), 7, EINVAL);
+			assertOk(c.readSimpleReply(), 7);
 			// BLOCK_STATUS without a negotiated meta context.
 			c.sendRequest(0, NbdProtocol.CMD_BLOCK_STATUS, 8, 0, 4096, null);
 			Chunk error = c.readChunk();

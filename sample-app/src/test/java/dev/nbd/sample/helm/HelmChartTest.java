@@ -43,7 +43,7 @@ class HelmChartTest {
 	void ciValuesCoverTheCombinationsThatMatter() {
 		assertThat(HelmChart.ciValues()).map((p) -> p.getFileName().toString())
 			.contains("default-values.yaml", "monitoring-values.yaml", "tls-values.yaml", "ephemeral-values.yaml",
-					"networkpolicy-values.yaml");
+					"networkpolicy-values.yaml", "unix-socket-values.yaml");
 	}
 
 	@Test
@@ -238,6 +238,28 @@ class HelmChartTest {
 				Map.entry("minimum-block-size", "512B"), Map.entry("preferred-block-size", "64KB"),
 				Map.entry("multi-conn", "single"), Map.entry("allowed-addresses", "10.0.0.0/8,fd00::/8"));
 		assertThat((Boolean) get(appConfig(r), "nbd.exports.disk.event-loop-io")).isTrue();
+	}
+
+	@Test
+	void unixSocketIsSharedWithSidecarsThroughAnEmptyDir() {
+		Rendered r = HelmChart.committed().template("-f", ci("unix-socket"));
+		Map<String, Object> config = appConfig(r);
+		assertThat((String) get(config, "nbd.server.unix-socket")).isEqualTo("/run/nbd/nbd.sock");
+		assertThat((String) get(config, "nbd.server.unix-socket-permissions")).isEqualTo("660");
+		// TCP stays on.
+		assertThat((Integer) get(config, "nbd.server.port")).isEqualTo(10809);
+		Map<String, Object> sts = r.one("StatefulSet");
+		assertThat(volume(sts, "nbd-socket")).containsKey("emptyDir");
+		assertThat(mount(container(sts), "nbd-socket")).containsEntry("mountPath", "/run/nbd");
+		List<Map<String, Object>> containers = get(sts, "spec.template.spec.containers");
+		assertThat(containers).extracting((c) -> c.get("name")).containsExactly("nbd-server", "backup-agent");
+		assertThat(mount(containers.get(1), "nbd-socket")).containsEntry("mountPath", "/run/nbd");
+		// Off by default: no socket, no volume.
+		Rendered plain = HelmChart.committed().template();
+		assertThat((Object) get(appConfig(plain), "nbd.server.unix-socket")).isNull();
+		assertThat(((List<Map<String, Object>>) get(plain.one("StatefulSet"), "spec.template.spec.volumes")))
+			.extracting((v) -> v.get("name"))
+			.doesNotContain("nbd-socket");
 	}
 
 	@Test
