@@ -40,7 +40,7 @@ trap 'exit 130' INT TERM
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_nbd() {
-	local deadline=$((SECONDS + 60))
+	local deadline=$((SECONDS + 180))
 	until nbdinfo --size "$1" >/dev/null 2>&1; do
 		[ $SECONDS -lt $deadline ] || { echo "server at $1 did not come up" >&2; exit 1; }
 		sleep 0.1
@@ -125,7 +125,7 @@ in a fresh random order each round; ratios are the app's time over the peer's (b
 {table}
 
 Every copy compares equal to the image (`cmp`). Machine: {cpus} CPUs shared with other work,
-Linux {kernel}, {qemu}, nbdkit {nbdkit}. Before the sparse file backend, the app reported no holes
-and this convert took 6.5 s (31x qemu-nbd) on this machine.
+Linux {kernel}, {qemu}, {nbdkit}. Before the sparse file backend the app reported no holes, and this convert took
+6.5 s against 0.29 s for qemu-nbd (22x) when issue #14 was filed.
 """)
 PY

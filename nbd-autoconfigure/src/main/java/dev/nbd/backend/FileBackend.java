@@ -148,7 +148,14 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 
 	/** Finds, once, which sparse-file calls this platform and filesystem offer. */
 	private void probe() {
-		String unavailable = LinuxFileCalls.unavailable();
+		String unavailable;
+		try {
+			unavailable = LinuxFileCalls.unavailable();
+		}
+		catch (LinkageError ex) {
+			// JNA excluded from the classpath.
+			unavailable = "JNA unavailable: " + ex;
+		}
 		if (unavailable == null && !Files.isRegularFile(this.path)) {
 			unavailable = "not a regular file";
 		}
@@ -182,9 +189,13 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 			logger.info("File export '{}' ({}): sparse (SEEK_DATA/SEEK_HOLE, punch hole, zero range), FUA with O_DSYNC",
 					this.name, this.path);
 		}
+		else if (this.seekHoles && (this.readOnly || this.punchHoles)) {
+			// Holes are kept and reported; only a way of zeroing is missing (tmpfs: zero range).
+			logger.info("File export '{}' ({}): sparse, with fallbacks for {}", this.name, this.path, this.fallbacks);
+		}
 		else {
-			logger.warn("File export '{}' ({}) falls back to plain file I/O for {}", this.name, this.path,
-					this.fallbacks);
+			logger.warn("File export '{}' ({}) is not kept sparse, falling back to plain file I/O for {}", this.name,
+					this.path, this.fallbacks);
 		}
 	}
 

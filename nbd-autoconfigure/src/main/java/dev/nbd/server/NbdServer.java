@@ -486,8 +486,9 @@ public final class NbdServer {
 	}
 
 	/**
-	 * A new connection, TCP or Unix domain socket. CIDR lists apply to TCP only: who may use the
-	 * Unix socket is decided by its file permissions.
+	 * A new connection, TCP or Unix domain socket. The server's CIDR list applies to TCP only: who
+	 * may use the Unix socket is decided by its file permissions. (Per-export lists refuse Unix
+	 * socket clients: they name the only clients allowed.)
 	 */
 	private void accept(Channel ch) {
 		InetSocketAddress remote = (ch instanceof SocketChannel tcp) ? tcp.remoteAddress() : null;

@@ -118,6 +118,21 @@ class UnixSocketInteropTests {
 	}
 
 	@Test
+	void theServersCidrListIsForTcpAndAnExportsListRefusesSocketClients() {
+		ExternalTool.require("nbdinfo");
+		Path socket = this.dir.resolve("acl.sock");
+		runner("nbd.server.port=0", "nbd.server.unix-socket=" + socket, "nbd.server.allowed-addresses=10.9.0.0/16",
+				"nbd.exports.disk.allowed-addresses=10.9.0.0/16").run((context) -> {
+					int port = context.getBean(NbdServer.class).port();
+					assertThat(Processes.run(TIMEOUT, "nbdinfo", "--size", "nbd://127.0.0.1:" + port + "/mem").exitCode())
+						.isNotZero();
+					assertThat(run("nbdinfo", "--size", unixUri("mem", socket)).stdout().trim()).isEqualTo("67108864");
+					assertThat(Processes.run(TIMEOUT, "nbdinfo", "--size", unixUri("disk", socket)).exitCode())
+						.isNotZero();
+				});
+	}
+
+	@Test
 	void aPathThatIsNotASocketIsLeftAlone() throws IOException {
 		Path file = this.dir.resolve("precious.txt");
 		Files.writeString(file, "keep me");

@@ -1,6 +1,9 @@
 package dev.nbd.autoconfigure.actuate;
 
+import java.nio.file.Path;
+
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 import org.springframework.boot.actuate.endpoint.annotation.Endpoint;
 import org.springframework.boot.autoconfigure.AutoConfigurations;
 import org.springframework.boot.autoconfigure.ssl.SslAutoConfiguration;
@@ -32,6 +35,21 @@ class NbdEndpointAutoConfigurationTests {
 			assertThat(context.getBean(NbdEndpoint.class).export("nope")).isNull();
 			assertThat(context.getBean(NbdEndpoint.class).disconnect("mem", "42").getStatus()).isEqualTo(404);
 		});
+	}
+
+	@Test
+	void exportDetailsShowWhatAFileBackendUses(@TempDir Path dir) {
+		this.runner
+			.withPropertyValues("management.endpoints.web.exposure.include=nbd", "nbd.exports.disk.type=file",
+					"nbd.exports.disk.size=1MB", "nbd.exports.disk.path=" + dir.resolve("disk.img"))
+			.run((context) -> {
+				NbdEndpoint.ExportDetails disk = context.getBean(NbdEndpoint.class).export("disk");
+				assertThat(disk.backend()).containsEntry("type", "file")
+					.containsEntry("path", dir.resolve("disk.img").toAbsolutePath().toString())
+					.containsKeys("extents", "trim", "zero", "zeroNoHole", "fastZero", "fua", "fallback");
+				// A backend that says nothing about itself.
+				assertThat(context.getBean(NbdEndpoint.class).export("mem").backend()).isEmpty();
+			});
 	}
 
 	@Test
