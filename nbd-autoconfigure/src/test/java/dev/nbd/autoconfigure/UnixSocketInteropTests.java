@@ -8,6 +8,9 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
+import org.awaitility.Awaitility;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -16,6 +19,7 @@ import org.springframework.boot.autoconfigure.AutoConfigurations;
 import org.springframework.boot.autoconfigure.ssl.SslAutoConfiguration;
 import org.springframework.boot.test.context.runner.ApplicationContextRunner;
 
+import dev.nbd.autoconfigure.metrics.NbdMetricsAutoConfiguration;
 import dev.nbd.server.NbdConnection;
 import dev.nbd.server.NbdServer;
 import dev.nbd.server.NbdServerException;
@@ -130,6 +134,28 @@ class UnixSocketInteropTests {
 					assertThat(Processes.run(TIMEOUT, "nbdinfo", "--size", unixUri("disk", socket)).exitCode())
 						.isNotZero();
 				});
+	}
+
+	@Test
+	void metricsCountSocketClientsAsTcpOnes() {
+		ExternalTool.require("nbdsh");
+		Path socket = this.dir.resolve("metrics.sock");
+		runner("nbd.server.port=-1", "nbd.server.unix-socket=" + socket)
+			.withConfiguration(AutoConfigurations.of(NbdMetricsAutoConfiguration.class))
+			.withInitializer(new NbdPortInfoApplicationContextInitializer())
+			.withBean(MeterRegistry.class, SimpleMeterRegistry::new)
+			.run((context) -> {
+				run("nbdsh", "-u", unixUri("mem", socket), "-c", "h.pwrite(b'x' * 4096, 0)\nh.flush()");
+				MeterRegistry registry = context.getBean(MeterRegistry.class);
+				Awaitility.await()
+					.untilAsserted(() -> assertThat(registry.get("nbd.requests")
+						.tags("export", "mem", "op", "write", "outcome", "success")
+						.timer()
+						.count()).isEqualTo(1));
+				assertThat(registry.get("nbd.bytes").tags("export", "mem", "direction", "written").counter().count())
+					.isEqualTo(4096);
+				assertThat(registry.get("nbd.flush").tags("export", "mem").timer().count()).isEqualTo(1);
+			});
 	}
 
 	@Test
