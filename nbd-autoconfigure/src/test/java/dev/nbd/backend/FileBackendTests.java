@@ -103,7 +103,8 @@ class FileBackendTests {
 			assertThat(read(backend, MIB, 4096)).isEqualTo(new byte[4096]);
 			assertThat(read(backend, 33 * MIB - 4096, 4096)).isEqualTo(new byte[4096]);
 			assertThat(read(backend, 33 * MIB, 1)).isNotEqualTo(new byte[1]);
-			assertThat(allocated(file)).isGreaterThanOrEqualTo(before);
+			// All kept, give or take an extent-tree block of the filesystem's.
+			assertThat(allocated(file)).isGreaterThanOrEqualTo(before - 64 * 1024);
 			// Without NO_HOLE the range is punched out.
 			backend.zero(0, 64 * MIB, true, true, true);
 			assertThat(read(backend, 33 * MIB, 4096)).isEqualTo(new byte[4096]);

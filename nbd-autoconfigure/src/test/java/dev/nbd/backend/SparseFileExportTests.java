@@ -149,9 +149,11 @@ class SparseFileExportTests {
 		});
 		if (at.containsKey("written")) {
 			// TRIM of 64 MiB frees 64 MiB; zeroing with NO_HOLE keeps the blocks, without it frees them.
-			assertThat(at.get("trimmed")).isLessThanOrEqualTo(at.get("written") - 64 * MIB);
-			assertThat(at.get("zeroed-no-hole")).isGreaterThanOrEqualTo(at.get("trimmed") + 64 * MIB);
-			assertThat(at.get("zeroed")).isLessThanOrEqualTo(at.get("zeroed-no-hole") - 64 * MIB);
+			// (Give or take the filesystem's own blocks: splitting extents can take an extent-tree block.)
+			long slack = 64 * 1024;
+			assertThat(at.get("trimmed")).isLessThanOrEqualTo(at.get("written") - 64 * MIB + slack);
+			assertThat(at.get("zeroed-no-hole")).isGreaterThanOrEqualTo(at.get("trimmed") + 64 * MIB - slack);
+			assertThat(at.get("zeroed")).isLessThanOrEqualTo(at.get("zeroed-no-hole") - 64 * MIB + slack);
 		}
 	}
 
