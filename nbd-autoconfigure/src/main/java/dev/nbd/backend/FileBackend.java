@@ -1,6 +1,7 @@
 package dev.nbd.backend;
 
 import java.io.IOException;
+import java.io.SyncFailedException;
 import java.io.RandomAccessFile;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
@@ -354,30 +355,65 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 
 	@Override
 	public void read(long offset, ByteBuffer dst) throws IOException {
-		while (dst.hasRemaining()) {
-			int n = this.channel.read(dst, offset);
-			if (n < 0) {
-				// Past the end of a file shorter than the export (read-only case): zeroes.
-				while (dst.hasRemaining()) {
-					dst.put((byte) 0);
+		try {
+			while (dst.hasRemaining()) {
+				int n = this.channel.read(dst, offset);
+				if (n < 0) {
+					// Past the end of a file shorter than the export (read-only case): zeroes.
+					while (dst.hasRemaining()) {
+						dst.put((byte) 0);
+					}
+					return;
 				}
-				return;
+				offset += n;
 			}
-			offset += n;
+		}
+		catch (IOException | RuntimeException ex) {
+			throw failed("read at " + offset, ex);
 		}
 	}
 
 	@Override
 	public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
 		FileChannel target = fua ? this.syncChannel : this.channel;
-		while (src.hasRemaining()) {
-			offset += target.write(src, offset);
+		try {
+			while (src.hasRemaining()) {
+				offset += target.write(src, offset);
+			}
+		}
+		catch (IOException | RuntimeException ex) {
+			// An O_DSYNC write that failed with EIO may have failed in its sync: latched like a
+			// failed flush. (ENOSPC, EPERM... fail before anything is written.)
+			throw failed("write at " + offset, (fua && BackendErrors.errorOf(ex) == NbdError.EIO) ? syncFailure(ex) : ex);
 		}
 	}
 
 	@Override
 	public void flush() throws IOException {
-		this.channel.force(false);
+		try {
+			this.channel.force(false);
+		}
+		catch (IOException | RuntimeException ex) {
+			// The server latches a failed sync for the export: the kernel may have dropped the
+			// dirty pages, so a later fdatasync that succeeds would not mean the data is safe.
+			throw failed("fdatasync", ex);
+		}
+	}
+
+	/** The sync of a FUA trim or zero: its failure is a failed sync, latched by the server. */
+	private void syncForFua() throws IOException {
+		try {
+			this.channel.force(false);
+		}
+		catch (IOException | RuntimeException ex) {
+			throw failed("fdatasync", syncFailure(ex));
+		}
+	}
+
+	private static SyncFailedException syncFailure(Throwable ex) {
+		SyncFailedException failure = new SyncFailedException(String.valueOf(ex.getMessage()));
+		failure.initCause(ex);
+		return failure;
 	}
 
 	@Override
@@ -387,7 +423,7 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 			fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length, "trim");
 		}
 		if (fua) {
-			this.channel.force(false);
+			syncForFua();
 		}
 	}
 
@@ -400,7 +436,7 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 			writeZeroes(offset, length);
 		}
 		if (fua) {
-			this.channel.force(false);
+			syncForFua();
 		}
 	}
 
@@ -436,10 +472,7 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 				disable(feature, ex.getMessage());
 				return false;
 			}
-			if (ex.errno() == LinuxFileCalls.ENOSPC) {
-				throw new NbdBackendException(NbdError.ENOSPC, ex.getMessage());
-			}
-			throw ex;
+			throw new NbdBackendException(ex.nbdError(), ex.getMessage() + " on " + this.path, ex);
 		}
 	}
 
@@ -458,12 +491,17 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 
 	private void writeZeroes(long offset, long length) throws IOException {
 		long end = offset + length;
-		while (offset < end) {
-			ByteBuffer chunk = ZEROES.duplicate();
-			chunk.limit((int) Math.min(ZERO_CHUNK, end - offset));
-			while (chunk.hasRemaining()) {
-				offset += this.channel.write(chunk, offset);
+		try {
+			while (offset < end) {
+				ByteBuffer chunk = ZEROES.duplicate();
+				chunk.limit((int) Math.min(ZERO_CHUNK, end - offset));
+				while (chunk.hasRemaining()) {
+					offset += this.channel.write(chunk, offset);
+				}
 			}
+		}
+		catch (IOException | RuntimeException ex) {
+			throw failed("write of zeroes at " + offset, ex);
 		}
 	}
 
@@ -506,16 +544,26 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 
 	@Override
 	public void cache(long offset, long length) throws IOException {
-		ByteBuffer scratch = ByteBuffer.allocateDirect((int) Math.min(length, 1 << 20));
-		long end = offset + length;
-		while (offset < end) {
-			scratch.clear().limit((int) Math.min(scratch.capacity(), end - offset));
-			int n = this.channel.read(scratch, offset);
-			if (n <= 0) {
-				return;
+		try {
+			ByteBuffer scratch = ByteBuffer.allocateDirect((int) Math.min(length, 1 << 20));
+			long end = offset + length;
+			while (offset < end) {
+				scratch.clear().limit((int) Math.min(scratch.capacity(), end - offset));
+				int n = this.channel.read(scratch, offset);
+				if (n <= 0) {
+					return;
+				}
+				offset += n;
 			}
-			offset += n;
 		}
+		catch (IOException | RuntimeException | OutOfMemoryError ex) {
+			throw failed("cache at " + offset, ex);
+		}
+	}
+
+	/** A failure as the NBD error it means (ENOSPC, EPERM, ENOMEM or EIO), naming the file. */
+	private NbdBackendException failed(String what, Throwable ex) {
+		return BackendErrors.translate(what + " of " + this.path, ex);
 	}
 
 	@Override

@@ -8,6 +8,8 @@ import com.sun.jna.LastErrorException;
 import com.sun.jna.Native;
 import com.sun.jna.Platform;
 
+import dev.nbd.protocol.NbdError;
+
 /**
  * The Linux system calls a sparse file backend needs and Java lacks: {@code fallocate} (punch a
  * hole, zero a range, allocate) and {@code lseek} with {@code SEEK_DATA}/{@code SEEK_HOLE}.
@@ -36,17 +38,27 @@ final class LinuxFileCalls {
 
 	static final int SEEK_HOLE = 4;
 
+	static final int EPERM = 1;
+
 	static final int EINTR = 4;
 
 	static final int ENXIO = 6;
 
+	static final int EACCES = 13;
+
 	static final int EINVAL = 22;
 
+	static final int EFBIG = 27;
+
 	static final int ENOSPC = 28;
+
+	static final int EROFS = 30;
 
 	static final int ENOSYS = 38;
 
 	static final int EOPNOTSUPP = 95;
+
+	static final int EDQUOT = 122;
 
 	private static final int O_RDONLY = 0;
 
@@ -121,6 +133,15 @@ final class LinuxFileCalls {
 
 		int errno() {
 			return this.errno;
+		}
+
+		/** The NBD error a client sees for this failure. */
+		NbdError nbdError() {
+			return switch (this.errno) {
+				case ENOSPC, EDQUOT, EFBIG -> NbdError.ENOSPC;
+				case EPERM, EACCES, EROFS -> NbdError.EPERM;
+				default -> NbdError.EIO;
+			};
 		}
 
 		/** Whether the filesystem (or kernel) lacks the operation, as opposed to failing it. */
