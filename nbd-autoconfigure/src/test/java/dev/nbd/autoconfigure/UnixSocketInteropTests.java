@@ -202,6 +202,9 @@ class UnixSocketInteropTests {
 		assertThat(NbdServerConfigValidation.permissions("rw-rw-rw-")).isEqualTo(PosixFilePermissions.fromString("rw-rw-rw-"));
 		runner("nbd.server.port=0", "nbd.server.unix-socket=" + this.dir.resolve("x.sock"),
 				"nbd.server.unix-socket-permissions=rw-everyone").run((context) -> assertThat(context).hasFailed());
+		// No TCP and no socket: nothing to listen on.
+		runner("nbd.server.port=-1").run((context) -> assertThat(context.getStartupFailure()).rootCause()
+			.hasMessageContaining("nbd.server.port is '-1', which turns TCP off, and nbd.server.unix-socket is not set"));
 	}
 
 	private static String unixUri(String export, Path socket) {
