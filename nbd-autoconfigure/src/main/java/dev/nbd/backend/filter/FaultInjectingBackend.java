@@ -160,6 +160,11 @@ public final class FaultInjectingBackend implements ExportBackend {
 	}
 
 	@Override
+	public java.util.Map<String, Object> details() {
+		return this.delegate.details();
+	}
+
+	@Override
 	public int minimumBlockSize() {
 		return this.delegate.minimumBlockSize();
 	}

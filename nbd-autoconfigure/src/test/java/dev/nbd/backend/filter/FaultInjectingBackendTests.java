@@ -53,6 +53,21 @@ class FaultInjectingBackendTests {
 	}
 
 	@Test
+	void whatTheWrappedBackendDeclaresShowsThrough() {
+		dev.nbd.backend.ExportBackend declaring = new dev.nbd.backend.MemoryBackend("declaring", 1 << 20) {
+
+			@Override
+			public java.util.Map<String, Object> details() {
+				return java.util.Map.of("calls", "fallocate");
+			}
+
+		};
+		FaultInjectingBackend backend = FaultInjectingBackend.builder(declaring).build();
+		assertThat(backend.details()).containsEntry("calls", "fallocate");
+		assertThat(backend.size()).isEqualTo(1 << 20);
+	}
+
+	@Test
 	void aSeededRateIsRepeatable() throws Exception {
 		assertThat(failures(7)).isEqualTo(failures(7)).isBetween(150, 350);
 	}
