@@ -53,7 +53,7 @@ class FaultInjectingBackendTests {
 	}
 
 	@Test
-	void whatTheWrappedBackendDeclaresShowsThrough() {
+	void whatTheWrappedBackendDeclaresShowsThrough() throws Exception {
 		dev.nbd.backend.ExportBackend declaring = new dev.nbd.backend.MemoryBackend("declaring", 1 << 20) {
 
 			@Override
