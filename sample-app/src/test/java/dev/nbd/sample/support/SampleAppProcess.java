@@ -73,18 +73,52 @@ public final class SampleAppProcess implements AutoCloseable {
 		return start(dataDir, FreePort.find(), wrapper, extraArgs);
 	}
 
+	/** Starts with JVM options before {@code -jar}, e.g. {@code -Dspring.aot.enabled=true}. */
+	public static SampleAppProcess startWithJvmOptions(Path dataDir, List<String> jvmOptions, String... extraArgs) {
+		return start(dataDir, FreePort.find(), List.of(), jvmOptions, extraArgs);
+	}
+
+	/**
+	 * Starts another Spring Boot jar (an app built by a test) on free ports, in {@code workDir},
+	 * which also holds its log.
+	 */
+	public static SampleAppProcess startJar(Path jar, Path workDir, String... args) {
+		int nbdPort = FreePort.find();
+		int httpPort = FreePort.find();
+		List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+				"-Xmx512m", "-jar", jar.toAbsolutePath().toString(), "--nbd.server.port=" + nbdPort,
+				"--server.port=" + httpPort));
+		cmd.addAll(List.of(args));
+		return launch(cmd, workDir, workDir, false, nbdPort, httpPort);
+	}
+
 	private static SampleAppProcess start(Path dataDir, int nbdPort, List<String> wrapper, String... extraArgs) {
+		return start(dataDir, nbdPort, wrapper, List.of(), extraArgs);
+	}
+
+	private static SampleAppProcess start(Path dataDir, int nbdPort, List<String> wrapper, List<String> jvmOptions,
+			String... extraArgs) {
 		int httpPort = FreePort.find();
 		List<String> cmd = new ArrayList<>(wrapper);
-		cmd.addAll(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx512m", "-jar",
-				jar().toAbsolutePath().toString(), "--nbd.server.port=" + nbdPort, "--server.port=" + httpPort,
-				"--nbd.exports.disk.path=" + dataDir.resolve("disk.img").toAbsolutePath()));
+		cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+		cmd.add("-Xmx512m");
+		cmd.addAll(jvmOptions);
+		cmd.addAll(List.of("-jar", jar().toAbsolutePath().toString(), "--nbd.server.port=" + nbdPort,
+				"--server.port=" + httpPort, "--nbd.exports.disk.path=" + dataDir.resolve("disk.img").toAbsolutePath()));
 		cmd.addAll(List.of(extraArgs));
+		return launch(cmd, null, dataDir, !wrapper.isEmpty(), nbdPort, httpPort);
+	}
+
+	private static SampleAppProcess launch(List<String> cmd, Path workDir, Path logDir, boolean wrapped, int nbdPort,
+			int httpPort) {
 		try {
-			Files.createDirectories(dataDir);
-			Path log = dataDir.resolve("sample-app-" + nbdPort + "-" + System.nanoTime() + ".log");
-			Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-			SampleAppProcess app = new SampleAppProcess(p, !wrapper.isEmpty(), nbdPort, httpPort, log);
+			Files.createDirectories(logDir);
+			Path log = logDir.resolve("sample-app-" + nbdPort + "-" + System.nanoTime() + ".log");
+			ProcessBuilder builder = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile());
+			if (workDir != null) {
+				builder.directory(workDir.toFile());
+			}
+			SampleAppProcess app = new SampleAppProcess(builder.start(), wrapped, nbdPort, httpPort, log);
 			app.awaitPort(Duration.ofSeconds(60));
 			return app;
 		}

@@ -1,0 +1,66 @@
+package dev.nbd.sample;
+
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Arrays;
+import java.util.List;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import tools.jackson.databind.JsonNode;
+import tools.jackson.databind.json.JsonMapper;
+
+import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.sample.support.SampleAppProcess;
+import dev.nbd.testsupport.RawNbdClient;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * The sample app after Spring AOT processing ({@code process-aot} runs in {@code package}),
+ * started with {@code -Dspring.aot.enabled=true}: the generated bean definitions replace the
+ * auto-configuration classes, and the server, its property and bean exports, the actuator
+ * endpoint, health and metrics still work.
+ */
+class AotModeIT {
+
+	private final HttpClient http = HttpClient.newHttpClient();
+
+	@Test
+	void sampleAppRunsAotProcessed(@TempDir Path dir) throws Exception {
+		try (SampleAppProcess app = SampleAppProcess.startWithJvmOptions(dir, List.of("-Dspring.aot.enabled=true"))) {
+			assertThat(app.log()).contains("Starting AOT-processed SampleApplication");
+			byte[] data = new byte[65536];
+			Arrays.fill(data, (byte) 7);
+			for (String export : List.of("mem", "disk", "scratch")) {
+				try (RawNbdClient client = RawNbdClient.connect(app.nbdPort(), export)) {
+					assertThat(client.call(NbdProtocol.CMD_WRITE, 4096, data.length, data).error()).as(export).isZero();
+					RawNbdClient.Reply read = client.call(NbdProtocol.CMD_READ, 4096, data.length, null);
+					assertThat(read.error()).as(export).isZero();
+					assertThat(read.data()).as(export).isEqualTo(data);
+					client.disconnect();
+				}
+			}
+			JsonNode nbd = JsonMapper.builder().build().readTree(get(app, "/actuator/nbd"));
+			assertThat(nbd.get("exports").findValuesAsString("name")).containsExactlyInAnyOrder("mem", "disk", "scratch");
+			JsonNode health = JsonMapper.builder().build().readTree(get(app, "/actuator/health/readiness"));
+			assertThat(health.get("components").get("nbd").get("status").asString()).isEqualTo("UP");
+			assertThat(get(app, "/actuator/prometheus")).contains("nbd_bytes_total{direction=\"written\",export=\"scratch\"} 65536");
+		}
+	}
+
+	private String get(SampleAppProcess app, String path) throws Exception {
+		HttpResponse<String> response = this.http.send(
+				HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + app.httpPort() + path))
+					.timeout(Duration.ofSeconds(10))
+					.build(),
+				HttpResponse.BodyHandlers.ofString());
+		assertThat(response.statusCode()).as(path).isEqualTo(200);
+		return response.body();
+	}
+
+}
