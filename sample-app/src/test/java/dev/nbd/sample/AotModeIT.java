@@ -4,8 +4,10 @@ import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 
@@ -14,6 +16,9 @@ import org.junit.jupiter.api.io.TempDir;
 import tools.jackson.databind.JsonNode;
 import tools.jackson.databind.json.JsonMapper;
 
+import dev.nbd.autoconfigure.NbdExportProperties;
+import dev.nbd.autoconfigure.NbdServerProperties;
+import dev.nbd.autoconfigure.actuate.NbdEndpoint;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.sample.support.SampleAppProcess;
 import dev.nbd.testsupport.RawNbdClient;
@@ -51,6 +56,22 @@ class AotModeIT {
 			assertThat(health.get("components").get("nbd").get("status").asString()).isEqualTo("UP");
 			assertThat(get(app, "/actuator/prometheus")).contains("nbd_bytes_total{direction=\"written\",export=\"scratch\"} 65536");
 		}
+	}
+
+	/**
+	 * What a native image reflects on: the actuator endpoint's JSON records and the
+	 * configuration properties the binder fills. Spring Boot's AOT processors register them
+	 * (the starter needs no RuntimeHintsRegistrar of its own); this keeps it so.
+	 */
+	@Test
+	void aotProcessingRegistersReflectionHintsForEndpointAndProperties() throws Exception {
+		Path metadata = Path.of("target/spring-aot/main/resources/META-INF/native-image/dev.nbd/sample-app/reachability-metadata.json");
+		JsonNode reflection = JsonMapper.builder().build().readTree(Files.readString(metadata)).get("reflection");
+		List<String> types = reflection.findValuesAsString("type");
+		List<Class<?>> needed = new ArrayList<>(List.of(NbdServerProperties.class, NbdServerProperties.Ssl.class,
+				NbdExportProperties.class, NbdExportProperties.Export.class, NbdEndpoint.class));
+		Arrays.stream(NbdEndpoint.class.getDeclaredClasses()).filter(Class::isRecord).forEach(needed::add);
+		assertThat(types).containsAll(needed.stream().map(Class::getName).toList());
 	}
 
 	private String get(SampleAppProcess app, String path) throws Exception {
