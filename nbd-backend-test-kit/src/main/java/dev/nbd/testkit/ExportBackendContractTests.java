@@ -48,7 +48,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  *
  * <p>The tests call the backend directly (reads fill the buffer and touch nothing else, writes
  * read back, bounds, declared block sizes, what each {@code can…} capability promises: zero and
- * trim read back as zeroes, extents agree with the data, flush and FUA, lent memory and served
+ * trim read back as zeroes, extents agree with the data, flush and FUA, cache, lent memory and served
  * files hold the same bytes as {@code read}, several threads on several {@code connect()} views),
  * then serve it with the real {@code NbdServer} and drive it with libnbd (an {@code nbdsh}
  * client, several connections at once). Tests for capabilities the backend does not declare are
@@ -335,6 +335,18 @@ public abstract class ExportBackendContractTests {
 			System.arraycopy(fua, 0, data, unit(), fua.length);
 		}
 		assertReads(0, data, false, "after flush/FUA");
+	}
+
+	@Test
+	@DisplayName("cache() succeeds and changes nothing (canCache)")
+	void cacheKeepsData() throws Exception {
+		assumeWritable();
+		assumeTrue(this.backend.canCache(), "canCache() is false");
+		byte[] data = Patterns.bytes(64 * 1024, 19);
+		write(0, data);
+		this.backend.cache(0, data.length);
+		this.backend.cache(this.backend.size() - unit(), unit());
+		assertReads(0, data, false, "after cache()");
 	}
 
 	@Test
