@@ -17,15 +17,16 @@ import static org.junit.platform.testkit.engine.EventConditions.test;
 import static org.junit.platform.testkit.engine.TestExecutionResultConditions.message;
 
 /**
- * The kit catches a backend whose read leaves the end of the buffer unfilled (it copies at most
- * one 4 KiB page per call, as a loop that forgot to continue would), while the same backend
- * without the bug passes.
+ * The kit catches broken backends: one whose read leaves the end of the buffer unfilled (it
+ * copies at most one 4 KiB page per call, as a loop that forgot to continue would), one whose
+ * extents call written data zero; the same backend without the bugs passes.
  */
-class ShortReadBackendTests {
+class BrokenBackendTests {
 
 	@Test
 	void kitFailsABackendWhoseReadsAreShort() {
 		Events tests = run(ShortReadContract.class);
+		assertThat(tests.succeeded().count()).as("the bug is only in read()").isGreaterThan(0);
 		tests.assertThatEvents()
 			.haveAtLeastOne(event(test("readFillsTheBuffer"),
 					finishedWithFailure(message((m) -> m.contains("read() must fill every byte")))));
@@ -33,6 +34,20 @@ class ShortReadBackendTests {
 		if (Libnbd.available()) {
 			tests.assertThatEvents()
 				.haveAtLeastOne(event(test("servedThroughLibnbd"), finishedWithFailure(message((m) -> m.contains("pread")))));
+		}
+	}
+
+	@Test
+	void kitFailsABackendWhoseExtentsCallDataZero() {
+		Events tests = run(ZeroExtentsContract.class);
+		tests.assertThatEvents()
+			.haveAtLeastOne(event(test("extentsAgreeWithData"),
+					finishedWithFailure(message((m) -> m.contains("is reported ZERO but byte")))));
+		// served, the server trusts the extents and sends "zero" data as holes: libnbd reads zeroes
+		if (Libnbd.available()) {
+			tests.assertThatEvents()
+				.haveAtLeastOne(event(test("servedThroughLibnbd"),
+						finishedWithFailure(message((m) -> m.contains("differs from what was written")))));
 		}
 	}
 
@@ -47,15 +62,31 @@ class ShortReadBackendTests {
 		return EngineTestKit.engine("junit-jupiter").selectors(selectClass(contract)).execute().testEvents();
 	}
 
-	/** A byte-array backend; {@code shortReads} makes read() copy one page at most. */
+	/**
+	 * A byte-array backend; {@code shortReads} makes read() copy one page at most,
+	 * {@code zeroExtents} declares extents that report everything as a zero hole.
+	 */
 	static class ArrayBackend implements ExportBackend {
 
 		private final byte[] data = new byte[4 * 1024 * 1024];
 
 		private final boolean shortReads;
 
-		ArrayBackend(boolean shortReads) {
+		private final boolean zeroExtents;
+
+		ArrayBackend(boolean shortReads, boolean zeroExtents) {
 			this.shortReads = shortReads;
+			this.zeroExtents = zeroExtents;
+		}
+
+		@Override
+		public boolean canExtents() {
+			return this.zeroExtents;
+		}
+
+		@Override
+		public void extents(long offset, long length, ExtentSink sink) {
+			sink.extent(length, this.zeroExtents ? HOLE | ZERO : 0);
 		}
 
 		@Override
@@ -90,7 +121,16 @@ class ShortReadBackendTests {
 
 		@Override
 		protected ExportBackend createBackend() {
-			return new ArrayBackend(true);
+			return new ArrayBackend(true, false);
+		}
+
+	}
+
+	static class ZeroExtentsContract extends ExportBackendContractTests {
+
+		@Override
+		protected ExportBackend createBackend() {
+			return new ArrayBackend(false, true);
 		}
 
 	}
@@ -99,7 +139,7 @@ class ShortReadBackendTests {
 
 		@Override
 		protected ExportBackend createBackend() {
-			return new ArrayBackend(false);
+			return new ArrayBackend(false, false);
 		}
 
 	}
