@@ -27,10 +27,9 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 /**
  * The sample app after Spring AOT processing (profile {@code aot}: {@code process-aot} runs in
- * {@code package} unless tests are skipped),
- * started with {@code -Dspring.aot.enabled=true}: the generated bean definitions replace the
- * auto-configuration classes, and the server, its property and bean exports, the actuator
- * endpoint, health and metrics still work.
+ * {@code package} unless tests are skipped), started with {@code -Dspring.aot.enabled=true}:
+ * the generated bean definitions replace the auto-configuration classes, and the server, its
+ * property and bean exports, the actuator endpoint, health and metrics still work.
  */
 class AotModeIT {
 
