@@ -4,6 +4,10 @@ import java.nio.ByteBuffer;
 import java.util.Arrays;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ConditionEvaluationResult;
+import org.junit.jupiter.api.extension.ExecutionCondition;
+import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.extension.ExtensionContext;
 import org.junit.platform.testkit.engine.EngineTestKit;
 import org.junit.platform.testkit.engine.Events;
 
@@ -59,7 +63,25 @@ class BrokenBackendTests {
 	}
 
 	private static Events run(Class<?> contract) {
-		return EngineTestKit.engine("junit-jupiter").selectors(selectClass(contract)).execute().testEvents();
+		return EngineTestKit.engine("junit-jupiter")
+			.selectors(selectClass(contract))
+			.configurationParameter(RUN_BROKEN, "true")
+			.execute()
+			.testEvents();
+	}
+
+	private static final String RUN_BROKEN = "dev.nbd.testkit.run-broken-backends";
+
+	/** Runs the contracts below only from this class, never picked up by a test run by themselves. */
+	static class OnlyFromBrokenBackendTests implements ExecutionCondition {
+
+		@Override
+		public ConditionEvaluationResult evaluateExecutionCondition(ExtensionContext context) {
+			return context.getConfigurationParameter(RUN_BROKEN).isPresent()
+					? ConditionEvaluationResult.enabled("run by BrokenBackendTests")
+					: ConditionEvaluationResult.disabled("a deliberately broken backend, run by BrokenBackendTests");
+		}
+
 	}
 
 	/**
@@ -117,6 +139,7 @@ class BrokenBackendTests {
 
 	}
 
+	@ExtendWith(OnlyFromBrokenBackendTests.class)
 	static class ShortReadContract extends ExportBackendContractTests {
 
 		@Override
@@ -126,6 +149,7 @@ class BrokenBackendTests {
 
 	}
 
+	@ExtendWith(OnlyFromBrokenBackendTests.class)
 	static class ZeroExtentsContract extends ExportBackendContractTests {
 
 		@Override
@@ -135,6 +159,7 @@ class BrokenBackendTests {
 
 	}
 
+	@ExtendWith(OnlyFromBrokenBackendTests.class)
 	static class CorrectContract extends ExportBackendContractTests {
 
 		@Override
