@@ -1,5 +1,6 @@
 package dev.nbd.backend;
 
+import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
@@ -7,13 +8,26 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicIntegerArray;
 import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.concurrent.atomic.LongAdder;
+import java.util.function.LongSupplier;
+
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 import dev.nbd.protocol.NbdError;
 
 /**
  * A sparse in-memory export. Memory is taken only for pages that hold non-zero data, off the
- * Java heap (1 MiB direct slabs carved into 4 KiB pages), so a large export costs what is
- * written and causes no GC pressure. Trim and zeroing of whole pages return them to a free list.
+ * Java heap (1 MiB slabs carved into 4 KiB pages), so a large export costs what is written and
+ * causes no GC pressure. Trim and zeroing of whole pages return them to a free list. The slabs
+ * are memory the export owns ({@link PageMemory}), not the JVM's direct memory: an export of
+ * size S holds S bytes whatever -XX:MaxDirectMemorySize is, and filling it never takes buffers
+ * from the network.
+ *
+ * <p>Its bound: never more pages than the export's size needs, and no new slab while the
+ * machine (or the container) has less than {@link #MEMORY_RESERVE} available, so that a full
+ * machine refuses writes with {@code NBD_ENOSPC} instead of the kernel killing the process. A
+ * refused write logs a WARN once per episode and counts in {@link #refusedWrites()}; pages
+ * freed by TRIM or WRITE_ZEROES are reused, so later writes succeed.
  *
  * <p>The page table is two-level (a directory of 4096-page tables created on first write), so
  * the directory of a 1 TiB export is 64K references. Lookups and writes to existing pages take
@@ -40,6 +54,14 @@ public class MemoryBackend implements ExportBackend {
 
 	private static final int PIN_COUNT = FREE_PENDING - 1;
 
+	/** Memory the machine keeps available: below it the export takes no new slabs. */
+	public static final long MEMORY_RESERVE = 64L << 20;
+
+	/** Slabs taken between two looks at the memory available (reading it costs a file read). */
+	private static final int CHECK_EVERY = 16;
+
+	private static final Logger logger = LoggerFactory.getLogger(MemoryBackend.class);
+
 	private final String name;
 
 	private final long size;
@@ -50,13 +72,18 @@ public class MemoryBackend implements ExportBackend {
 
 	private final AtomicReferenceArray<AtomicIntegerArray> directory;
 
-	private final PageAllocator allocator = new PageAllocator();
+	private final PageAllocator allocator;
 
 	public MemoryBackend(String name, long size) {
 		this(name, size, null, false);
 	}
 
 	public MemoryBackend(String name, long size, String description, boolean readOnly) {
+		this(name, size, description, readOnly, SystemMemory::available);
+	}
+
+	/** With {@code available} telling the memory the machine has left (tests fake a full one). */
+	MemoryBackend(String name, long size, String description, boolean readOnly, LongSupplier available) {
 		if (size < 0) {
 			throw new IllegalArgumentException("size must not be negative");
 		}
@@ -70,6 +97,9 @@ public class MemoryBackend implements ExportBackend {
 			throw new IllegalArgumentException("export too large for the memory backend: " + size);
 		}
 		this.directory = new AtomicReferenceArray<>((int) tables);
+		// One spare slab: trimmed pages still lent to a READ reply cannot be reused until sent.
+		int slabs = (int) Math.min(Integer.MAX_VALUE / SLAB_PAGES - 1, (pages + SLAB_PAGES - 1) / SLAB_PAGES + 1);
+		this.allocator = new PageAllocator(name, new PageMemory(name, size, SLAB_PAGES * PAGE_SIZE), slabs, available);
 	}
 
 	@Override
@@ -152,6 +182,16 @@ public class MemoryBackend implements ExportBackend {
 		return this.allocator.inUse.sum() * PAGE_SIZE;
 	}
 
+	/** Writes (and NO_HOLE zeroes) refused with {@code NBD_ENOSPC} because memory ran out. */
+	public long refusedWrites() {
+		return this.allocator.refused.sum();
+	}
+
+	/** Whether the last page the export needed could not be had, and none was freed since. */
+	public boolean isFull() {
+		return this.allocator.full;
+	}
+
 	@Override
 	public void read(long offset, ByteBuffer dst) {
 		int pos = dst.position();
@@ -189,7 +229,9 @@ public class MemoryBackend implements ExportBackend {
 				handle = allocate(page);
 			}
 			if (handle != 0) {
-				this.allocator.slab(handle).put(this.allocator.offset(handle) + inPage, src, pos, n);
+				Slab slab = this.allocator.slabOf(handle);
+				slab.markData(handle);
+				slab.data.put(this.allocator.offset(handle) + inPage, src, pos, n);
 				this.allocator.unpin(handle);
 			}
 			pos += n;
@@ -200,26 +242,40 @@ public class MemoryBackend implements ExportBackend {
 	}
 
 	@Override
-	public void trim(long offset, long length, boolean fua) {
+	public void trim(long offset, long length, boolean fua) throws NbdBackendException {
 		zero(offset, length, true, false, fua);
 	}
 
+	/**
+	 * Whole pages are released when {@code mayTrim} allows it. Without it (NO_HOLE) the range
+	 * stays provisioned: pages are zeroed in place, holes get a zeroed page, and those pages are
+	 * reported as allocated zeroes; that needs memory, so it can fail with {@code NBD_ENOSPC}.
+	 */
 	@Override
-	public void zero(long offset, long length, boolean mayTrim, boolean fast, boolean fua) {
-		// Whole pages are always released: a missing page reads as zeroes, which is what
-		// NO_HOLE asks for too; only the accounting of "allocated" differs and we report it honestly.
+	public void zero(long offset, long length, boolean mayTrim, boolean fast, boolean fua) throws NbdBackendException {
 		long end = offset + length;
 		while (offset < end) {
 			long page = offset >>> PAGE_SHIFT;
 			int inPage = (int) (offset & (PAGE_SIZE - 1));
 			int n = (int) Math.min(end - offset, PAGE_SIZE - inPage);
-			if (inPage == 0 && n == PAGE_SIZE) {
+			boolean whole = inPage == 0 && n == PAGE_SIZE;
+			if (whole && mayTrim) {
 				release(page);
 			}
 			else {
 				int handle = pin(page);
+				boolean fresh = false;
+				if (handle == 0 && !mayTrim) {
+					// A fresh page is zeroes already, all of it.
+					handle = allocate(page);
+					fresh = true;
+				}
 				if (handle != 0) {
-					zeroFill(this.allocator.slab(handle), this.allocator.offset(handle) + inPage, n);
+					Slab slab = this.allocator.slabOf(handle);
+					zeroFill(slab.data, this.allocator.offset(handle) + inPage, n);
+					if (whole || fresh) {
+						slab.markZero(handle);
+					}
 					this.allocator.unpin(handle);
 				}
 			}
@@ -245,7 +301,8 @@ public class MemoryBackend implements ExportBackend {
 			}
 			else {
 				next = Math.min(end, (page + 1) << PAGE_SHIFT);
-				flags = (table.get((int) (page & (TABLE_PAGES - 1))) == 0) ? (HOLE | ZERO) : 0;
+				int handle = table.get((int) (page & (TABLE_PAGES - 1)));
+				flags = (handle == 0) ? (HOLE | ZERO) : this.allocator.slabOf(handle).isZero(handle) ? ZERO : 0;
 			}
 			if (flags != runFlags) {
 				if (runFlags != -1 && !sink.extent(pos - runStart, runFlags)) {
@@ -447,7 +504,10 @@ public class MemoryBackend implements ExportBackend {
 
 	}
 
-	/** One 1 MiB slab of pages, a read-only view of it to lend, and the pin state of each page. */
+	/**
+	 * One 1 MiB slab of pages, a read-only view of it to lend, the pin state of each page, and
+	 * which pages were zeroed without being released (NO_HOLE): allocated, but known zeroes.
+	 */
 	private static final class Slab {
 
 		final ByteBuffer data;
@@ -456,9 +516,27 @@ public class MemoryBackend implements ExportBackend {
 
 		final AtomicIntegerArray pins = new AtomicIntegerArray(SLAB_PAGES);
 
+		final AtomicIntegerArray zeroed = new AtomicIntegerArray(SLAB_PAGES);
+
 		Slab(ByteBuffer data) {
 			this.data = data;
 			this.readOnly = data.asReadOnlyBuffer();
+		}
+
+		boolean isZero(int handle) {
+			return this.zeroed.get(PageAllocator.indexInSlab(handle)) != 0;
+		}
+
+		void markZero(int handle) {
+			this.zeroed.set(PageAllocator.indexInSlab(handle), 1);
+		}
+
+		/** Before data goes into the page; a read first, so the common case writes nothing shared. */
+		void markData(int handle) {
+			int index = PageAllocator.indexInSlab(handle);
+			if (this.zeroed.get(index) != 0) {
+				this.zeroed.set(index, 0);
+			}
 		}
 
 	}
@@ -483,6 +561,26 @@ public class MemoryBackend implements ExportBackend {
 		private int freeCount;
 
 		private final LongAdder inUse = new LongAdder();
+
+		private final LongAdder refused = new LongAdder();
+
+		private final String name;
+
+		private final PageMemory memory;
+
+		private final int maxSlabs;
+
+		private final LongSupplier available;
+
+		/** Set when a page could not be had; cleared when one is freed. Guards the WARN too. */
+		private volatile boolean full;
+
+		PageAllocator(String name, PageMemory memory, int maxSlabs, LongSupplier available) {
+			this.name = name;
+			this.memory = memory;
+			this.maxSlabs = maxSlabs;
+			this.available = available;
+		}
 
 		ByteBuffer slab(int handle) {
 			return slabOf(handle).data;
@@ -526,6 +624,7 @@ public class MemoryBackend implements ExportBackend {
 			if (reused) {
 				zeroFill(slab(handle), offset(handle), PAGE_SIZE);
 			}
+			slabOf(handle).markData(handle);
 			this.inUse.increment();
 			return handle;
 		}
@@ -550,22 +649,30 @@ public class MemoryBackend implements ExportBackend {
 				this.free[this.freeCount++] = handle;
 			}
 			this.inUse.decrement();
+			if (this.full) {
+				this.full = false;
+			}
 		}
 
 		private void grow() throws NbdBackendException {
 			Slab[] current = this.slabs;
-			if (current.length >= Integer.MAX_VALUE / SLAB_PAGES - 1) {
-				throw new OutOfMemoryError("memory backend page handles exhausted");
+			if (current.length >= this.maxSlabs) {
+				throw refuse("it holds " + (current.length * (long) SLAB_PAGES * PAGE_SIZE >> 20)
+						+ " MiB, all its size allows; trimmed pages are still being sent");
+			}
+			if (current.length % CHECK_EVERY == 0) {
+				long left = this.available.getAsLong();
+				if (left < MEMORY_RESERVE + (long) CHECK_EVERY * SLAB_PAGES * PAGE_SIZE) {
+					throw refuse("the machine or container has only " + (left >> 20)
+							+ " MiB of memory available (" + (MEMORY_RESERVE >> 20) + " MiB are kept in reserve)");
+				}
 			}
 			Slab[] next = java.util.Arrays.copyOf(current, current.length + 1);
 			try {
-				next[current.length] = new Slab(ByteBuffer.allocateDirect(SLAB_PAGES * PAGE_SIZE));
+				next[current.length] = new Slab(this.memory.slab(current.length));
 			}
-			catch (OutOfMemoryError ex) {
-				// The JVM's direct memory limit (-XX:MaxDirectMemorySize, by default the heap size)
-				// is reached: the client sees a full disk, not an I/O error.
-				throw new NbdBackendException(NbdError.ENOSPC,
-						"memory export cannot grow: direct memory exhausted (raise -XX:MaxDirectMemorySize)");
+			catch (IOException | OutOfMemoryError ex) {
+				throw refuse("no memory could be mapped: " + ex.getMessage());
 			}
 			this.slabs = next;
 			int base = current.length * SLAB_PAGES;
@@ -575,6 +682,18 @@ public class MemoryBackend implements ExportBackend {
 			for (int i = SLAB_PAGES - 1; i >= 0; i--) {
 				this.free[this.freeCount++] = -(base + i + 1);
 			}
+		}
+
+		/** A write that cannot be held: ENOSPC for the client, a WARN for the operator (once per episode). */
+		private NbdBackendException refuse(String why) {
+			this.refused.increment();
+			if (!this.full) {
+				this.full = true;
+				logger.warn("Memory export '{}' is full: {} MiB in use and {}. Writes that need new pages get "
+						+ "ENOSPC until TRIM or WRITE_ZEROES frees some", this.name, (this.inUse.sum() * PAGE_SIZE) >> 20,
+						why);
+			}
+			return new NbdBackendException(NbdError.ENOSPC, "memory export '" + this.name + "' is full: " + why);
 		}
 
 	}

@@ -15,8 +15,10 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 import dev.nbd.backend.ExportBackend.Lent;
+import dev.nbd.protocol.NbdError;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 class MemoryBackendTests {
 
@@ -37,6 +39,80 @@ class MemoryBackendTests {
 	@Test
 	void advertisesPiecewiseWrites() {
 		assertThat(new MemoryBackend("m", PAGE).canWritePieces()).isTrue();
+	}
+
+	@Test
+	void zeroesWithNoHoleLeaveTheRangeProvisionedAndReportItAsZeroes() throws Exception {
+		MemoryBackend backend = new MemoryBackend("m", 8 * PAGE);
+		backend.write(0, ByteBuffer.wrap(filled(2 * PAGE, (byte) 7)), false);
+		// Pages 0-1 hold data; pages 2-3 are holes. NO_HOLE over 1..3 keeps all of them allocated.
+		backend.zero(PAGE, 3 * PAGE, false, false, false);
+		assertThat(backend.allocatedBytes()).isEqualTo(4 * PAGE);
+		assertThat(extents(backend)).containsExactly(PAGE + "/0", 3 * PAGE + "/" + ExportBackend.ZERO,
+				4 * PAGE + "/" + (ExportBackend.HOLE | ExportBackend.ZERO));
+		assertThat(read(backend, 0, 4 * PAGE)).isEqualTo(concat(filled(PAGE, (byte) 7), new byte[3 * PAGE]));
+		// Data written into a zeroed page makes it data again; a trim (may-trim zero) makes holes.
+		backend.write(2 * PAGE + 5, ByteBuffer.wrap(new byte[] { 1 }), false);
+		backend.zero(3 * PAGE, PAGE, true, false, false);
+		assertThat(extents(backend)).containsExactly(PAGE + "/0", PAGE + "/" + ExportBackend.ZERO, PAGE + "/0",
+				5 * PAGE + "/" + (ExportBackend.HOLE | ExportBackend.ZERO));
+		assertThat(backend.allocatedBytes()).isEqualTo(3 * PAGE);
+	}
+
+	@Test
+	void writesItCannotHoldGetEnospcAndTrimGivesMemoryBack() throws Exception {
+		long[] available = { Long.MAX_VALUE };
+		MemoryBackend backend = new MemoryBackend("m", 64L * SLAB, null, false, () -> available[0]);
+		byte[] data = filled(SLAB, (byte) 3);
+		for (int i = 0; i < 16; i++) {
+			backend.write((long) i * SLAB, ByteBuffer.wrap(data), false);
+		}
+		// The machine runs low: no new slab, and the client sees a full disk.
+		available[0] = MemoryBackend.MEMORY_RESERVE;
+		assertThatThrownBy(() -> backend.write(16L * SLAB, ByteBuffer.wrap(data), false))
+			.isInstanceOfSatisfying(NbdBackendException.class, (ex) -> assertThat(ex.error()).isEqualTo(NbdError.ENOSPC));
+		assertThatThrownBy(() -> backend.zero(20L * SLAB, PAGE, false, false, false))
+			.isInstanceOf(NbdBackendException.class);
+		assertThat(backend.isFull()).isTrue();
+		assertThat(backend.refusedWrites()).isEqualTo(2);
+		// Writes into pages it holds still succeed; so do trims and zeroes that free pages.
+		backend.write(PAGE, ByteBuffer.wrap(filled(PAGE, (byte) 9)), false);
+		backend.trim(0, 4L * SLAB, false);
+		backend.zero(4L * SLAB, SLAB, true, false, false);
+		assertThat(backend.isFull()).isFalse();
+		for (int i = 16; i < 21; i++) {
+			backend.write((long) i * SLAB, ByteBuffer.wrap(data), false);
+		}
+		assertThat(read(backend, 20L * SLAB, SLAB)).isEqualTo(data);
+		assertThat(backend.allocatedBytes()).isEqualTo(16L * SLAB);
+	}
+
+	@Test
+	void neverHoldsMoreThanItsSizeNeeds() throws Exception {
+		MemoryBackend backend = new MemoryBackend("m", 3L * SLAB);
+		byte[] data = filled(SLAB, (byte) 1);
+		for (int round = 0; round < 3; round++) {
+			for (int i = 0; i < 3; i++) {
+				backend.write((long) i * SLAB, ByteBuffer.wrap(data), false);
+			}
+			backend.trim(0, 3L * SLAB, false);
+		}
+		// Every page lent and then trimmed: the spare slab takes one new slab of writes, then it is full.
+		for (int i = 0; i < 3; i++) {
+			backend.write((long) i * SLAB, ByteBuffer.wrap(data), false);
+		}
+		List<Lent> held = new ArrayList<>();
+		for (int i = 0; i < 3; i++) {
+			held.add(backend.lend((long) i * SLAB, SLAB));
+		}
+		this.loans.addAll(held);
+		backend.trim(0, 3L * SLAB, false);
+		backend.write(0, ByteBuffer.wrap(data), false);
+		assertThatThrownBy(() -> backend.write(SLAB, ByteBuffer.wrap(data), false)).isInstanceOf(NbdBackendException.class);
+		held.forEach(Lent::release);
+		backend.write(SLAB, ByteBuffer.wrap(data), false);
+		backend.write(2L * SLAB, ByteBuffer.wrap(data), false);
+		assertThat(read(backend, 0, 3 * SLAB)).isEqualTo(concat(data, data, data));
 	}
 
 	@Test
