@@ -13,12 +13,15 @@ import io.netty.channel.ChannelHandlerContext;
  * the connection in sync. A bad magic cannot be resynchronised and ends the stream.
  *
  * <p>A payload that has fully arrived is passed on as a slice of the received bytes (no copy).
- * One still arriving is either gathered into a buffer of its own, so the decoder's cumulation is
- * not grown and copied again with every socket read of a large WRITE, or, with
+ * Memory for one still arriving is taken as its bytes arrive, never for its declared length up
+ * front (a client could declare 32 MiB and send nothing): it is either gathered into a buffer of
+ * its own that doubles as it fills, so the decoder's cumulation is not grown and copied again
+ * with every socket read of a large WRITE, or, with
  * {@code payloadInPieces}, kept as the received buffers themselves (a composite buffer, no copy)
  * for backends that take a payload in pieces. Received pieces under {@link #MIN_PIECE} bytes, or
  * filling less than a quarter of their buffer, are still copied together, so a client trickling
  * bytes can neither make thousands of components nor pin large, mostly empty buffers.
+ * {@link #gathering()} tells what a partial payload holds, for the server's memory accounting.
  */
 public class RequestDecoder extends SkippingDecoder {
 
@@ -28,6 +31,9 @@ public class RequestDecoder extends SkippingDecoder {
 
 	/** Smallest received buffer kept as a piece of its own; smaller ones are copied together. */
 	static final int MIN_PIECE = 16 * 1024;
+
+	/** First capacity of a payload gathered into a buffer of its own. */
+	static final int INITIAL_GATHER = 64 * 1024;
 
 	private final int maxPayload;
 
@@ -50,6 +56,9 @@ public class RequestDecoder extends SkippingDecoder {
 
 	/** With payloadInPieces: small received pieces being copied together, not yet in payload. */
 	private ByteBuf tail;
+
+	/** Bytes held for the payload being gathered; read by other threads for accounting. */
+	private volatile long gathering;
 
 	public RequestDecoder(int maxPayload) {
 		this(maxPayload, false);
@@ -103,9 +112,13 @@ public class RequestDecoder extends SkippingDecoder {
 						}
 						if (this.payload == null) {
 							this.payload = this.payloadInPieces ? ctx.alloc().compositeDirectBuffer(Integer.MAX_VALUE)
-									: ctx.alloc().directBuffer((int) this.length);
+									: ctx.alloc().directBuffer(
+											(int) Math.min(this.length, Math.max(in.readableBytes(), INITIAL_GATHER)),
+											(int) this.length);
 						}
-						if (!gather(ctx, in)) {
+						boolean complete = gather(ctx, in);
+						this.gathering = complete ? 0 : held();
+						if (!complete) {
 							return;
 						}
 						data = this.payload;
@@ -134,8 +147,14 @@ public class RequestDecoder extends SkippingDecoder {
 	/** Adds what has arrived of the payload; true once all of it has. */
 	private boolean gather(ChannelHandlerContext ctx, ByteBuf in) {
 		if (!(this.payload instanceof CompositeByteBuf pieces)) {
-			this.payload.writeBytes(in, Math.min(in.readableBytes(), this.payload.writableBytes()));
-			return !this.payload.isWritable();
+			int n = Math.min(in.readableBytes(), (int) this.length - this.payload.writerIndex());
+			if (n > this.payload.writableBytes()) {
+				// Doubling: a 32 MiB payload is copied about once in all, not once per socket read.
+				this.payload.capacity((int) Math.min(this.length,
+						Math.max(2L * this.payload.capacity(), this.payload.writerIndex() + (long) n)));
+			}
+			this.payload.writeBytes(in, n);
+			return this.payload.writerIndex() == this.length;
 		}
 		int missing = (int) this.length - pieces.readableBytes() - ((this.tail != null) ? this.tail.readableBytes() : 0);
 		int n = Math.min(in.readableBytes(), missing);
@@ -161,6 +180,22 @@ public class RequestDecoder extends SkippingDecoder {
 		return true;
 	}
 
+	/** Memory the partial payload holds. */
+	private long held() {
+		if (this.payload instanceof CompositeByteBuf pieces) {
+			return pieces.readableBytes() + ((this.tail != null) ? this.tail.capacity() : 0);
+		}
+		return this.payload.capacity();
+	}
+
+	/**
+	 * Bytes of memory held for a WRITE payload still arriving (0 when none). Safe to call from
+	 * any thread; the value may be a moment old.
+	 */
+	public long gathering() {
+		return this.gathering;
+	}
+
 	private void addTail(CompositeByteBuf pieces) {
 		if (this.tail != null) {
 			pieces.addComponent(true, this.tail);
@@ -170,6 +205,7 @@ public class RequestDecoder extends SkippingDecoder {
 
 	@Override
 	protected void handlerRemoved0(ChannelHandlerContext ctx) {
+		this.gathering = 0;
 		if (this.payload != null) {
 			this.payload.release();
 			this.payload = null;

@@ -6,9 +6,11 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
+import io.netty.buffer.AbstractByteBufAllocator;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufUtil;
 import io.netty.buffer.Unpooled;
+import io.netty.buffer.UnpooledByteBufAllocator;
 import io.netty.channel.embedded.EmbeddedChannel;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -51,6 +53,51 @@ class RequestDecoderGatheringTests {
 		assertThat(read.type()).isEqualTo(NbdProtocol.CMD_READ);
 		assertThat(read.cookie()).isEqualTo(2);
 		assertThat((Object) channel.readInbound()).isNull();
+		assertThat(channel.finishAndReleaseAll()).isFalse();
+	}
+
+	@ParameterizedTest(name = "payload in pieces: {0}")
+	@ValueSource(booleans = { false, true })
+	void memoryForAPayloadIsTakenAsItArrivesNotForItsDeclaredLength(boolean payloadInPieces) {
+		int declared = 32 << 20;
+		long[] largest = new long[1];
+		AbstractByteBufAllocator recording = new AbstractByteBufAllocator(true) {
+			@Override
+			protected ByteBuf newDirectBuffer(int initialCapacity, int maxCapacity) {
+				largest[0] = Math.max(largest[0], initialCapacity);
+				return UnpooledByteBufAllocator.DEFAULT.directBuffer(initialCapacity, maxCapacity);
+			}
+
+			@Override
+			protected ByteBuf newHeapBuffer(int initialCapacity, int maxCapacity) {
+				return UnpooledByteBufAllocator.DEFAULT.heapBuffer(initialCapacity, maxCapacity);
+			}
+
+			@Override
+			public boolean isDirectBufferPooled() {
+				return false;
+			}
+		};
+		RequestDecoder decoder = new RequestDecoder(declared, payloadInPieces);
+		EmbeddedChannel channel = new EmbeddedChannel();
+		channel.config().setAllocator(recording);
+		channel.pipeline().addLast(decoder);
+		channel.writeInbound(header(NbdProtocol.CMD_WRITE, 1, 0, declared));
+		byte[] sent = new byte[100 * 1024];
+		new Random(3).nextBytes(sent);
+		for (int i = 0; i < sent.length; i += 1000) {
+			channel.writeInbound(Unpooled.wrappedBuffer(sent, i, Math.min(1000, sent.length - i)));
+		}
+		assertThat(largest[0]).isLessThan(1 << 20);
+		assertThat(decoder.gathering()).isBetween((long) sent.length, 4L * sent.length);
+		// The rest arrives: all of it is there, and nothing is held for a partial payload any more.
+		byte[] rest = new byte[declared - sent.length];
+		channel.writeInbound(Unpooled.wrappedBuffer(rest));
+		ProtocolMessage.Request write = channel.readInbound();
+		assertThat(write.payload().readableBytes()).isEqualTo(declared);
+		assertThat(ByteBufUtil.getBytes(write.payload(), 0, sent.length)).isEqualTo(sent);
+		write.release();
+		assertThat(decoder.gathering()).isZero();
 		assertThat(channel.finishAndReleaseAll()).isFalse();
 	}
 
