@@ -60,6 +60,9 @@ public class RequestDecoder extends SkippingDecoder {
 	/** Bytes held for the payload being gathered; read by other threads for accounting. */
 	private volatile long gathering;
 
+	/** Bytes of the payload being gathered still to arrive; read by other threads. */
+	private volatile long remaining;
+
 	public RequestDecoder(int maxPayload) {
 		this(maxPayload, false);
 	}
@@ -118,6 +121,7 @@ public class RequestDecoder extends SkippingDecoder {
 						}
 						boolean complete = gather(ctx, in);
 						this.gathering = complete ? 0 : held();
+						this.remaining = complete ? 0 : this.length - arrived();
 						if (!complete) {
 							return;
 						}
@@ -180,6 +184,17 @@ public class RequestDecoder extends SkippingDecoder {
 		return true;
 	}
 
+	private long arrived() {
+		return (this.payload instanceof CompositeByteBuf pieces)
+				? pieces.readableBytes() + ((this.tail != null) ? this.tail.readableBytes() : 0)
+				: this.payload.writerIndex();
+	}
+
+	/** Bytes of a WRITE payload still to arrive (0 when none is being gathered); any thread. */
+	public long payloadRemaining() {
+		return this.remaining;
+	}
+
 	/** Memory the partial payload holds. */
 	private long held() {
 		if (this.payload instanceof CompositeByteBuf pieces) {
@@ -206,6 +221,7 @@ public class RequestDecoder extends SkippingDecoder {
 	@Override
 	protected void handlerRemoved0(ChannelHandlerContext ctx) {
 		this.gathering = 0;
+		this.remaining = 0;
 		if (this.payload != null) {
 			this.payload.release();
 			this.payload = null;

@@ -494,9 +494,12 @@ final class HandshakeHandler extends ChannelInboundHandlerAdapter {
 		TransmissionHandler transmission = new TransmissionHandler(this.server, this.connection, export, view, size,
 				this.structuredReplies, baseAllocation);
 		ChannelPipeline p = ctx.pipeline();
+		RequestDecoder decoder = new RequestDecoder(this.server.config().maxPayload(), view.canWritePieces());
+		// The gate goes in front of the decoder: it must see (and may hold back) the decoder's reads.
+		p.addAfter(PipelineNames.HANDSHAKE_DECODER, PipelineNames.MEMORY,
+				new MemoryGate(this.server.memoryBudget().share(ctx.channel(), decoder)));
 		p.replace(this, PipelineNames.TRANSMISSION, transmission);
-		p.addAfter(PipelineNames.HANDSHAKE_DECODER, PipelineNames.REQUEST_DECODER,
-				new RequestDecoder(this.server.config().maxPayload(), view.canWritePieces()));
+		p.addAfter(PipelineNames.MEMORY, PipelineNames.REQUEST_DECODER, decoder);
 		long idle = this.server.config().idleTimeout().toMillis();
 		if (idle > 0) {
 			p.addBefore(PipelineNames.REQUEST_DECODER, PipelineNames.IDLE,

@@ -72,6 +72,8 @@ public final class NbdServer {
 
 	private final NbdServerConfig config;
 
+	private final MemoryBudget memoryBudget;
+
 	private final Map<String, Export> exports;
 
 	private final NbdServerListener listener;
@@ -120,6 +122,8 @@ public final class NbdServer {
 	public NbdServer(NbdServerConfig config, Collection<ExportBackend> backends, Map<String, ExportPolicy> policies,
 			NbdServerListener listener) {
 		this.config = config;
+		this.memoryBudget = new MemoryBudget(
+				(config.memoryBudget() > 0) ? config.memoryBudget() : MemoryBudget.defaultLimit(config.maxPayload()), config.maxPayload());
 		this.listener = (listener != null) ? listener : new NbdServerListener() {
 		};
 		Map<String, ExportBackend> byName = new LinkedHashMap<>();
@@ -363,6 +367,11 @@ public final class NbdServer {
 
 	public Transport transport() {
 		return this.transport;
+	}
+
+	/** The memory budget shared by all connections. */
+	public MemoryBudget memoryBudget() {
+		return this.memoryBudget;
 	}
 
 	public NbdServerConfig config() {

@@ -37,12 +37,16 @@ import java.util.Set;
  * @param eventLoopThreads network threads, 0 for Netty's default
  * @param workerThreads threads that call blocking backends
  * @param defaultExport export served for the empty name; null for the first export
+ * @param memoryBudget bytes of WRITE payloads and unsent replies the server holds across all
+ * connections before it stops reading from those that hold the most (see {@link MemoryBudget});
+ * zero for half the JVM's direct-memory limit; at least twice {@code maxPayload}
  */
 public record NbdServerConfig(String address, int port, Path unixSocket,
 		Set<PosixFilePermission> unixSocketPermissions, int maxConnections, int maxInFlight, int maxPayload,
 		long maxInFlightBytes, Duration handshakeTimeout, Duration idleTimeout, Duration writeStallTimeout, Duration drainTimeout, Duration busyPoll, int sendBufferSize,
 		List<Cidr> allowedAddresses,
-		TlsSettings tls, Transport transport, int eventLoopThreads, int workerThreads, String defaultExport) {
+		TlsSettings tls, Transport transport, int eventLoopThreads, int workerThreads, String defaultExport,
+		long memoryBudget) {
 
 	/** Longest option data accepted; longer options are skipped and refused with TOO_BIG. */
 	public static final int MAX_OPTION_LENGTH = 64 * 1024;
@@ -89,6 +93,10 @@ public record NbdServerConfig(String address, int port, Path unixSocket,
 		}
 		if (sendBufferSize < 0 && sendBufferSize != ADAPTIVE_SEND_BUFFER) {
 			throw new IllegalArgumentException("send-buffer-size must not be negative, was " + sendBufferSize);
+		}
+		if (memoryBudget != 0 && memoryBudget < 2L * maxPayload) {
+			throw new IllegalArgumentException("memory-budget must be at least twice max-payload (" + 2L * maxPayload
+					+ " bytes), was " + memoryBudget);
 		}
 		allowedAddresses = List.copyOf(allowedAddresses);
 		unixSocketPermissions = Set.copyOf(unixSocketPermissions);
@@ -140,6 +148,8 @@ public record NbdServerConfig(String address, int port, Path unixSocket,
 		private int workerThreads = Math.max(8, 4 * Runtime.getRuntime().availableProcessors());
 
 		private String defaultExport;
+
+		private long memoryBudget;
 
 		public Builder address(String address) {
 			this.address = address;
@@ -241,12 +251,17 @@ public record NbdServerConfig(String address, int port, Path unixSocket,
 			return this;
 		}
 
+		public Builder memoryBudget(long memoryBudget) {
+			this.memoryBudget = memoryBudget;
+			return this;
+		}
+
 		public NbdServerConfig build() {
 			return new NbdServerConfig(this.address, this.port, this.unixSocket, this.unixSocketPermissions,
 					this.maxConnections, this.maxInFlight, this.maxPayload,
 					Math.max(this.maxInFlightBytes, this.maxPayload), this.handshakeTimeout, this.idleTimeout,
 					this.writeStallTimeout, this.drainTimeout, this.busyPoll, this.sendBufferSize, this.allowedAddresses, this.tls, this.transport, this.eventLoopThreads, this.workerThreads,
-					this.defaultExport);
+					this.defaultExport, this.memoryBudget);
 		}
 
 	}

@@ -13,6 +13,8 @@ final class PipelineNames {
 
 	static final String HANDSHAKE = "handshake";
 
+	static final String MEMORY = "memory";
+
 	static final String REQUEST_DECODER = "requestDecoder";
 
 	static final String TRANSMISSION = "transmission";

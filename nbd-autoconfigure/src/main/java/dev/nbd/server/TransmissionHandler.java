@@ -133,6 +133,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	private ChannelHandlerContext ctx;
 
+	/** This connection's part of the server's memory budget. */
+	private MemoryBudget.Share memory;
+
 	/** Pending check that replies drain while the socket is unwritable, or null. */
 	private ScheduledFuture<?> stallCheck;
 
@@ -160,6 +163,8 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	@Override
 	public void handlerAdded(ChannelHandlerContext ctx) {
 		this.ctx = ctx;
+		this.memory = ctx.pipeline().get(MemoryGate.class).share();
+		this.memory.onResume(this::updateAutoRead);
 		this.export.connections().add(this.connection);
 		this.connection.gracefulClose(() -> ctx.executor().execute(() -> beginClose(true)));
 		logger.info("NBD {} opened ({}{}, flags 0x{})", this.connection, this.structured ? "structured replies" : "simple replies",
@@ -295,6 +300,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			return;
 		}
 		this.connection.requestReceived();
+		this.memory.received(r);
 		if (this.closing || this.server.isDraining()) {
 			// Nothing new starts once we are closing; the client learns why.
 			r.release();
@@ -393,7 +399,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		// While closing, what arrives is answered at once (ESHUTDOWN) or dropped once output is
 		// shut: keep reading, so that nothing unread is left when the socket closes.
 		boolean read = this.outputShut || (this.ctx.channel().isWritable() && (this.closing
-				|| (this.queue.isEmpty() && this.connection.inFlight() < this.maxInFlight)));
+				|| (this.queue.isEmpty() && this.connection.inFlight() < this.maxInFlight && this.memory.mayRead())));
 		if (this.ctx.channel().config().isAutoRead() != read) {
 			this.ctx.channel().config().setAutoRead(read);
 			if (read) {
@@ -1133,6 +1139,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		}
 		this.server.listener().requestCompleted(this.export, op, outcome, nanos, (error == null) ? bytes : 0);
 		this.connection.requestAnswered();
+		this.memory.answered(r);
 		maybeClose();
 	}
 
