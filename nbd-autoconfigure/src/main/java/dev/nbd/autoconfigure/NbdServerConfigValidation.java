@@ -62,6 +62,7 @@ final class NbdServerConfigValidation {
 			.maxInFlight(properties.getMaxInFlight())
 			.maxPayload(intBytes("max-payload", properties.getMaxPayload(), 4096))
 			.maxInFlightBytes(properties.getMaxInFlightBytes().toBytes())
+			.memoryBudget(memoryBudget(properties.getMemoryBudget(), properties.getMaxPayload()))
 			.handshakeTimeout(properties.getHandshakeTimeout())
 			.idleTimeout(notNegative("idle-timeout", properties.getIdleTimeout()))
 			.writeStallTimeout(notNegative("write-stall-timeout", properties.getWriteStallTimeout()))
@@ -153,6 +154,21 @@ final class NbdServerConfigValidation {
 						ex);
 			}
 		}).toList();
+	}
+
+	/** The budget in bytes, 0 when unset (derived from the direct-memory limit). */
+	private static long memoryBudget(DataSize budget, DataSize maxPayload) {
+		if (budget == null) {
+			return 0;
+		}
+		long min = 2 * maxPayload.toBytes();
+		if (budget.toBytes() < min) {
+			throw invalid("memory-budget", budget, "must be at least twice nbd.server.max-payload (" + DataSize.ofBytes(min)
+					+ "): one payload is kept for completing a WRITE while the rest is spent",
+					"Raise nbd.server.memory-budget, lower nbd.server.max-payload, or leave the budget unset"
+							+ " (half the JVM's direct-memory limit).");
+		}
+		return budget.toBytes();
 	}
 
 	private static int intBytes(String key, DataSize size, int min) {

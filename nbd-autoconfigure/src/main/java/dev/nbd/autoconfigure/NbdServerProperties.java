@@ -68,6 +68,15 @@ public class NbdServerProperties {
 	private DataSize maxInFlightBytes = DataSize.ofMegabytes(64);
 
 	/**
+	 * Memory for WRITE payloads being received, queued or in progress and for unsent replies,
+	 * across all connections. When it is spent the server stops reading from the connections
+	 * that hold the most until memory is released; nobody gets an error. At least twice
+	 * max-payload. Unset: half the JVM's direct-memory limit (-XX:MaxDirectMemorySize, by
+	 * default the heap size).
+	 */
+	private DataSize memoryBudget;
+
+	/**
 	 * A client that has not finished option haggling by then is dropped.
 	 */
 	private Duration handshakeTimeout = Duration.ofSeconds(10);
@@ -245,6 +254,14 @@ public class NbdServerProperties {
 
 	public void setBusyPoll(Duration busyPoll) {
 		this.busyPoll = busyPoll;
+	}
+
+	public DataSize getMemoryBudget() {
+		return this.memoryBudget;
+	}
+
+	public void setMemoryBudget(DataSize memoryBudget) {
+		this.memoryBudget = memoryBudget;
 	}
 
 	public DataSize getSendBufferSize() {

@@ -1,5 +1,6 @@
 package dev.nbd.server;
 
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.RejectedExecutionException;
@@ -8,6 +9,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.LongAdder;
 
+import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.ProtocolMessage;
 import dev.nbd.protocol.RequestDecoder;
 import io.netty.channel.Channel;
@@ -84,6 +86,39 @@ public final class MemoryBudget {
 	 */
 	static long defaultLimit(int maxPayload) {
 		return Math.max(PlatformDependent.maxDirectMemory() / 2, 2L * maxPayload);
+	}
+
+	/** What the JVM takes besides heap and direct buffers (metaspace, threads, code), roughly. */
+	static final long JVM_OVERHEAD = 128L << 20;
+
+	/**
+	 * A warning when memory exports may not fit in the memory the process may use (RAM, or the
+	 * container's limit), or null when they fit. Each memory export holds up to its size.
+	 */
+	static String memoryExportsShortfall(Map<String, Long> exportSizes, long processLimit, long heap, long budget) {
+		long exports = exportSizes.values().stream().mapToLong(Long::longValue).sum();
+		if (processLimit <= 0 || exports == 0) {
+			return null;
+		}
+		long room = processLimit - heap - budget - JVM_OVERHEAD - MemoryBackend.MEMORY_RESERVE;
+		if (exports <= room) {
+			return null;
+		}
+		StringBuilder sizes = new StringBuilder();
+		exportSizes.forEach((name, size) -> sizes.append((sizes.length() > 0) ? ", " : "")
+			.append(name)
+			.append(' ')
+			.append(mib(size)));
+		return "Memory exports can hold " + mib(exports) + " (" + sizes + ") but this process may use "
+				+ mib(processLimit) + " (RAM or container limit), of which the heap may take " + mib(heap)
+				+ " (-Xmx), network buffers " + mib(budget) + " (nbd.server.memory-budget) and the JVM itself about "
+				+ mib(JVM_OVERHEAD + MemoryBackend.MEMORY_RESERVE) + ": about " + mib(exports - Math.max(0, room))
+				+ " of export data will not fit. Writes beyond what fits get ENOSPC once memory runs low. "
+				+ "Make the exports smaller or give the process more memory.";
+	}
+
+	private static String mib(long bytes) {
+		return (bytes >> 20) + " MiB";
 	}
 
 	/** The limit in bytes. */

@@ -31,6 +31,8 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import dev.nbd.backend.ExportBackend;
+import dev.nbd.backend.MemoryBackend;
+import dev.nbd.backend.SystemMemory;
 import io.netty.bootstrap.ServerBootstrap;
 import io.netty.channel.AdaptiveRecvByteBufAllocator;
 import io.netty.channel.Channel;
@@ -123,7 +125,8 @@ public final class NbdServer {
 			NbdServerListener listener) {
 		this.config = config;
 		this.memoryBudget = new MemoryBudget(
-				(config.memoryBudget() > 0) ? config.memoryBudget() : MemoryBudget.defaultLimit(config.maxPayload()), config.maxPayload());
+				(config.memoryBudget() > 0) ? config.memoryBudget() : MemoryBudget.defaultLimit(config.maxPayload()),
+				config.maxPayload());
 		this.listener = (listener != null) ? listener : new NbdServerListener() {
 		};
 		Map<String, ExportBackend> byName = new LinkedHashMap<>();
@@ -150,6 +153,7 @@ public final class NbdServer {
 		byName.forEach((name, backend) -> map.put(name, new Export(backend,
 				policies.getOrDefault(name, ExportPolicy.DEFAULT), config.maxPayload(), this.blockingExecutor)));
 		this.exports = Collections.unmodifiableMap(map);
+		warnIfMemoryExportsDoNotFit();
 	}
 
 	private static Map<String, ExportPolicy> policies(Collection<ExportBackend> backends,
@@ -245,6 +249,21 @@ public final class NbdServer {
 						: (this.config.tls().required() ? "TLS required" : "TLS optional"),
 				this.exports.keySet());
 	}
+
+	private void warnIfMemoryExportsDoNotFit() {
+		Map<String, Long> sizes = new LinkedHashMap<>();
+		for (Export export : this.exports.values()) {
+			if (export.backend() instanceof MemoryBackend memory && !memory.isReadOnly()) {
+				sizes.put(export.name(), memory.size());
+			}
+		}
+		String shortfall = MemoryBudget.memoryExportsShortfall(sizes, SystemMemory.limit(),
+				Runtime.getRuntime().maxMemory(), this.memoryBudget.limit());
+		if (shortfall != null) {
+			logger.warn(shortfall);
+		}
+	}
+
 
 	private String listeningOn() {
 		List<String> on = new ArrayList<>();

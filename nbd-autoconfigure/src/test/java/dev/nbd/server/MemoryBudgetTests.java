@@ -140,6 +140,22 @@ class MemoryBudgetTests {
 		assertThat(this.server.memoryBudget().pausedConnections()).isZero();
 	}
 
+	@Test
+	void memoryExportsThatDoNotFitTheProcessAreNamedWithWhatWillNotFit() {
+		long gib = 1L << 30;
+		Map<String, Long> sizes = new java.util.LinkedHashMap<>();
+		sizes.put("mem", gib);
+		sizes.put("scratch", 512L * MIB);
+		// A 1 GiB container with -Xmx256m and a 128 MiB budget: 1.5 GiB of exports cannot fit.
+		String warning = MemoryBudget.memoryExportsShortfall(sizes, gib, 256L * MIB, 128L * MIB);
+		assertThat(warning).contains("1536 MiB (mem 1024 MiB, scratch 512 MiB)", "may use 1024 MiB",
+				"heap may take 256 MiB", "network buffers 128 MiB", "about 1088 MiB of export data will not fit");
+		// On a 24 GiB machine they fit; no exports, or an unknown limit, say nothing.
+		assertThat(MemoryBudget.memoryExportsShortfall(sizes, 24 * gib, 256L * MIB, 128L * MIB)).isNull();
+		assertThat(MemoryBudget.memoryExportsShortfall(Map.of(), gib, 256L * MIB, 128L * MIB)).isNull();
+		assertThat(MemoryBudget.memoryExportsShortfall(sizes, -1, 256L * MIB, 128L * MIB)).isNull();
+	}
+
 	private RawNbdClient connect(int port, String export) throws IOException {
 		RawNbdClient client = RawNbdClient.connect(port, export);
 		this.clients.add(client);

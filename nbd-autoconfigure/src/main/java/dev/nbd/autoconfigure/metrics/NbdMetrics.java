@@ -18,7 +18,9 @@ import io.micrometer.core.instrument.Timer;
 import io.micrometer.core.instrument.binder.netty4.NettyAllocatorMetrics;
 import io.micrometer.core.instrument.binder.netty4.NettyEventExecutorMetrics;
 
+import dev.nbd.backend.MemoryBackend;
 import dev.nbd.server.Export;
+import dev.nbd.server.MemoryBudget;
 import dev.nbd.server.NbdConnection;
 import dev.nbd.server.NbdServer;
 import dev.nbd.server.NbdServerListener;
@@ -164,6 +166,21 @@ public class NbdMetrics implements NbdServerListener {
 				.toList();
 			this.boundGroups = groups;
 		}
+		MemoryBudget budget = server.memoryBudget();
+		Gauge.builder("nbd.memory.budget.used", budget, MemoryBudget::held)
+			.description("Bytes of WRITE payloads and unsent replies held, across connections")
+			.baseUnit("bytes")
+			.register(this.registry);
+		Gauge.builder("nbd.memory.budget.limit", budget, MemoryBudget::limit)
+			.description("The memory budget (nbd.server.memory-budget)")
+			.baseUnit("bytes")
+			.register(this.registry);
+		Gauge.builder("nbd.memory.budget.paused", budget, MemoryBudget::pausedConnections)
+			.description("Connections not read because the memory budget is spent")
+			.register(this.registry);
+		FunctionCounter.builder("nbd.memory.budget.pauses", budget, MemoryBudget::pauses)
+			.description("Times a connection stopped being read because the memory budget was spent")
+			.register(this.registry);
 		if (!this.allocatorBound && ByteBufAllocator.DEFAULT instanceof ByteBufAllocatorMetricProvider allocator) {
 			new NettyAllocatorMetrics(allocator).bindTo(this.registry);
 			this.allocatorBound = true;
@@ -238,6 +255,21 @@ public class NbdMetrics implements NbdServerListener {
 				.register(registry);
 			for (String op : OPS) {
 				timer(op, "success");
+			}
+			if (export.backend() instanceof MemoryBackend memory) {
+				Gauge.builder("nbd.export.memory.used", memory, MemoryBackend::allocatedBytes)
+					.description("Bytes of memory a memory export holds")
+					.baseUnit("bytes")
+					.tags(this.tags)
+					.register(registry);
+				Gauge.builder("nbd.export.memory.full", memory, (m) -> m.isFull() ? 1 : 0)
+					.description("1 while a memory export refuses writes that need new pages (ENOSPC)")
+					.tags(this.tags)
+					.register(registry);
+				FunctionCounter.builder("nbd.export.memory.refused", memory, MemoryBackend::refusedWrites)
+					.description("Writes a memory export refused with ENOSPC for lack of memory")
+					.tags(this.tags)
+					.register(registry);
 			}
 		}
 
