@@ -40,6 +40,9 @@ public final class MemoryBudget {
 	/** A connection holding less than this reads while the total is within the limit. */
 	static final long FLOOR = 128 * 1024;
 
+	/** Changes in what a connection holds smaller than this are not reported to the total. */
+	static final long REPORT_GRANULE = 64 * 1024;
+
 	static final long FINISHER_WINDOW_NANOS = 100_000_000;
 
 	static final long FINISHER_PROGRESS = 64 * 1024;
@@ -280,7 +283,9 @@ public final class MemoryBudget {
 			}
 			long now = live();
 			long delta = now - this.reported;
-			if (delta != 0) {
+			// Small changes are not worth a write to the shared total from every network thread;
+			// the total is off by less than this per connection (and exact when idle).
+			if (delta != 0 && (now == 0 || Math.abs(delta) >= REPORT_GRANULE)) {
 				this.reported = now;
 				MemoryBudget.this.held.addAndGet(delta);
 				if (delta < 0) {

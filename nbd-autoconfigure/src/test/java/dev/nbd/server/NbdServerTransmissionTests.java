@@ -357,6 +357,25 @@ class NbdServerTransmissionTests {
 	}
 
 	@Test
+	void writeZeroesWithNoHoleLeavesTheRangeProvisionedAndReportsItAsZeroes() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", true, true)) {
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 8192, pattern(8192, 3));
+			assertOk(c.readSimpleReply(), 1);
+			// Over data and a hole: both pages stay (or become) allocated, and read as zeroes.
+			c.sendRequest(NbdProtocol.CMD_FLAG_NO_HOLE, NbdProtocol.CMD_WRITE_ZEROES, 2, 4096, 8192, null);
+			assertOk(c.readSimpleReply(), 2);
+			c.sendRequest(0, NbdProtocol.CMD_BLOCK_STATUS, 3, 0, 65536, null);
+			assertThat(extents(c.readChunk())).containsExactly(new long[] { 4096, 0 },
+					new long[] { 8192, NbdProtocol.STATE_ZERO }, new long[] { 65536 - 12288, 3 });
+			// Without NO_HOLE the same range becomes a hole again.
+			c.sendRequest(0, NbdProtocol.CMD_WRITE_ZEROES, 4, 4096, 8192, null);
+			assertOk(c.readSimpleReply(), 4);
+			c.sendRequest(0, NbdProtocol.CMD_BLOCK_STATUS, 5, 0, 65536, null);
+			assertThat(extents(c.readChunk())).containsExactly(new long[] { 4096, 0 }, new long[] { 65536 - 4096, 3 });
+		}
+	}
+
+	@Test
 	void blockStatusWithAndWithoutReqOne() throws Exception {
 		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", true, true)) {
 			c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 4096, 8192, pattern(8192, 2));
