@@ -84,6 +84,12 @@ public class MemoryBackend implements ExportBackend {
 
 	/** With {@code available} telling the memory the machine has left (tests fake a full one). */
 	MemoryBackend(String name, long size, String description, boolean readOnly, LongSupplier available) {
+		this(name, size, description, readOnly, available, null);
+	}
+
+	/** With the directory of the files its memory is mapped from (tests use a tmpfs), null for the default. */
+	MemoryBackend(String name, long size, String description, boolean readOnly, LongSupplier available,
+			java.nio.file.Path directory) {
 		if (size < 0) {
 			throw new IllegalArgumentException("size must not be negative");
 		}
@@ -99,7 +105,10 @@ public class MemoryBackend implements ExportBackend {
 		this.directory = new AtomicReferenceArray<>((int) tables);
 		// One spare slab: trimmed pages still lent to a READ reply cannot be reused until sent.
 		int slabs = (int) Math.min(Integer.MAX_VALUE / SLAB_PAGES - 1, (pages + SLAB_PAGES - 1) / SLAB_PAGES + 1);
-		this.allocator = new PageAllocator(name, new PageMemory(name, size, SLAB_PAGES * PAGE_SIZE), slabs, available);
+		int slabSize = SLAB_PAGES * PAGE_SIZE;
+		PageMemory memory = (directory != null) ? new PageMemory(name, size, slabSize, directory)
+				: new PageMemory(name, size, slabSize);
+		this.allocator = new PageAllocator(name, memory, slabs, available);
 	}
 
 	@Override

@@ -88,6 +88,25 @@ class MemoryBackendTests {
 	}
 
 	@Test
+	void onTmpfsPagesAreOneSharedCopyAndNewSlabsStopWhenItIsFull() throws Exception {
+		java.nio.file.Path shm = java.nio.file.Path.of("/dev/shm");
+		org.junit.jupiter.api.Assumptions.assumeTrue(java.nio.file.Files.isDirectory(shm)
+				&& "tmpfs".equals(java.nio.file.Files.getFileStore(shm).type()), "no tmpfs at /dev/shm");
+		java.nio.file.FileStore store = java.nio.file.Files.getFileStore(shm);
+		MemoryBackend backend = new MemoryBackend("m", 64L * SLAB, null, false, () -> Long.MAX_VALUE, shm);
+		long before = store.getUsableSpace();
+		byte[] data = filled(SLAB, (byte) 7);
+		for (int i = 0; i < 32; i++) {
+			backend.write((long) i * SLAB, ByteBuffer.wrap(data), false);
+		}
+		// The pages are in the tmpfs once (a private mapping would take them twice: a copy of
+		// each hole page of the file, and the page written).
+		long used = before - store.getUsableSpace();
+		assertThat(used).isBetween(28L * SLAB, 48L * SLAB);
+		assertThat(read(backend, 31L * SLAB, SLAB)).isEqualTo(data);
+	}
+
+	@Test
 	void neverHoldsMoreThanItsSizeNeeds() throws Exception {
 		MemoryBackend backend = new MemoryBackend("m", 3L * SLAB);
 		byte[] data = filled(SLAB, (byte) 1);
