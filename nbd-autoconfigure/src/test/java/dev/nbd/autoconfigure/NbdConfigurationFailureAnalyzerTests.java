@@ -125,6 +125,13 @@ class NbdConfigurationFailureAnalyzerTests {
 	}
 
 	@Test
+	void memoryBudgetBelowTwiceMaxPayload() {
+		assertAnalysis(this.runner.withPropertyValues("nbd.server.memory-budget=32MB"),
+				"nbd.server.memory-budget is '33554432B', which must be at least twice nbd.server.max-payload (67108864B)",
+				"Raise nbd.server.memory-budget");
+	}
+
+	@Test
 	void beanDeclaringAnInvalidBlockSize() {
 		assertAnalysis(this.runner.withUserConfiguration(OddBlockSize.class),
 				"export 'odd': minimum block size must be a power of two", "minimumBlockSize()");
