@@ -29,9 +29,12 @@ import io.netty.util.internal.PlatformDependent;
  * it: without it, connections each holding part of a large WRITE could wait on each other
  * forever. The role passes on when its payload has arrived, or when the payload arrives slower
  * than {@link #FINISHER_PROGRESS} bytes per {@link #FINISHER_WINDOW_NANOS} (a client that
- * trickles cannot keep it). Paused connections look again every {@link #RECHECK_MILLIS} ms and
- * whenever the total falls back under the shared part. The total passes the limit by at most
- * {@link #FLOOR} plus one socket read per connection.
+ * trickles cannot keep it, unless it is waiting for memory: then it keeps the role, so that the
+ * partial payload it holds is not left behind to block the next finisher). Paused connections
+ * look again every {@link #RECHECK_MILLIS} ms and whenever the total falls back under the shared
+ * part. The total passes the limit by at most {@link #FLOOR} plus one socket read per connection.
+ * A client that stops sending in the middle of a payload keeps what it sent, and while it holds
+ * the finisher's role, other large WRITEs wait (they do not fail).
  */
 public final class MemoryBudget {
 
@@ -43,9 +46,10 @@ public final class MemoryBudget {
 	/** Changes in what a connection holds smaller than this are not reported to the total. */
 	static final long REPORT_GRANULE = 64 * 1024;
 
-	static final long FINISHER_WINDOW_NANOS = 100_000_000;
+	static final long FINISHER_WINDOW_NANOS = 1_000_000_000;
 
 	static final long FINISHER_PROGRESS = 64 * 1024;
+
 
 	private final long limit;
 
@@ -73,6 +77,9 @@ public final class MemoryBudget {
 
 	/** The last finisher that lost the role for being slow: not chosen again right away. */
 	private Share demoted;
+
+	/** Whether the finisher waited for memory during its current window. */
+	private boolean blockedInWindow;
 
 	MemoryBudget(long limit, int maxPayload) {
 		this.limit = limit;
@@ -173,8 +180,18 @@ public final class MemoryBudget {
 			this.finisherMark = share.requests;
 			this.windowStart = now;
 			this.remainingAtWindowStart = share.decoder.payloadRemaining();
+			this.blockedInWindow = false;
 		}
-		return this.finisher == share && total <= this.limit;
+		if (this.finisher != share) {
+			return false;
+		}
+		if (total <= this.limit) {
+			return true;
+		}
+		// The finisher waits for memory others hold: that does not count against its progress
+		// (demoting it would leave its partial payload holding memory the next one needs).
+		this.blockedInWindow = true;
+		return false;
 	}
 
 	/** Ends the finisher's role once its payload has arrived, or when it brings it in too slowly. */
@@ -182,15 +199,17 @@ public final class MemoryBudget {
 		Share f = this.finisher;
 		if (!f.gathering() || f.requests != this.finisherMark) {
 			this.finisher = null;
+			this.blockedInWindow = false;
 			return;
 		}
 		long now = System.nanoTime();
 		if (now - this.windowStart >= FINISHER_WINDOW_NANOS) {
 			long remaining = f.decoder.payloadRemaining();
-			if (this.remainingAtWindowStart - remaining < FINISHER_PROGRESS) {
+			if (!this.blockedInWindow && this.remainingAtWindowStart - remaining < FINISHER_PROGRESS) {
 				this.demoted = f;
 				this.finisher = null;
 			}
+			this.blockedInWindow = false;
 			this.windowStart = now;
 			this.remainingAtWindowStart = remaining;
 		}
