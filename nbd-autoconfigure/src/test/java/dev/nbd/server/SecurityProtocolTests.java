@@ -1,5 +1,6 @@
 package dev.nbd.server;
 
+import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -173,33 +174,48 @@ class SecurityProtocolTests {
 
 	@Test
 	void garbageInsideTheTlsUpgradeClosesCleanly() throws Exception {
-		int port = start(NbdServerConfig.builder()
-			.handshakeTimeout(Duration.ofSeconds(1))
-			.tls(new TlsSettings(() -> sslContext, true)), Map.of(), new MemoryBackend("mem", 1 << 20));
+		int port = start(NbdServerConfig.builder().tls(new TlsSettings(() -> sslContext, true)), Map.of(),
+				new MemoryBackend("mem", 1 << 20));
 		Random random = new Random(42);
-		for (int size : new int[] { 1, 5, 300, 20_000 }) {
-			try (RawNbdClient c = RawNbdClient.connect(port)) {
-				c.handshake();
-				assertThat(c.request(NbdProtocol.OPT_STARTTLS, new byte[0]).type()).isEqualTo(NbdProtocol.REP_ACK);
-				byte[] garbage = new byte[size];
-				random.nextBytes(garbage);
-				garbage[0] = 0x47; // not a TLS record type
-				c.output().write(garbage);
-				c.output().flush();
-				assertThat(c.closedByServer(5000)).as("closed after %d garbage bytes", size).isTrue();
+		for (int size : new int[] { 5, 300, 20_000 }) {
+			try (RawNbdClient c = garbageAfterStartTls(port, size, random)) {
+				assertThat(c.closedByServer(30_000)).as("closed after %d garbage bytes", size).isTrue();
 			}
 		}
-		// One byte could still be the start of a TLS record: that client is dropped by the
-		// handshake timeout instead.
-		assertThat(this.listener.awaitRefusals("handshake_timeout", 1, Duration.ofSeconds(5))).isTrue();
-		assertThat(this.listener.awaitRefusals("tls_handshake", 3, Duration.ofSeconds(5))).isTrue();
-		assertThat(this.listener.refusals()).hasSize(4);
+		assertThat(this.listener.awaitRefusals("tls_handshake", 3, Duration.ofSeconds(30))).isTrue();
+		assertThat(this.listener.refusals()).hasSize(3);
 		// And the server still serves.
 		try (RawNbdClient c = RawNbdClient.connect(port)) {
 			c.handshake();
 			c.startTls();
 			assertThat(c.go("mem").size()).isEqualTo(1 << 20);
 		}
+	}
+
+	@Test
+	void oneGarbageByteInsideTheTlsUpgradeIsDroppedAtTheHandshakeTimeout() throws Exception {
+		// One byte could still be the start of a TLS record: the handshake timeout drops that
+		// client. Short, as the test waits for it; the STARTTLS before it has the same time.
+		int port = start(NbdServerConfig.builder()
+			.handshakeTimeout(Duration.ofSeconds(3))
+			.tls(new TlsSettings(() -> sslContext, true)), Map.of(), new MemoryBackend("mem", 1 << 20));
+		try (RawNbdClient c = garbageAfterStartTls(port, 1, new Random(42))) {
+			assertThat(c.closedByServer(60_000)).isTrue();
+		}
+		assertThat(this.listener.awaitRefusals("handshake_timeout", 1, Duration.ofSeconds(30))).isTrue();
+		assertThat(this.listener.refusals()).hasSize(1);
+	}
+
+	private static RawNbdClient garbageAfterStartTls(int port, int size, Random random) throws IOException {
+		RawNbdClient c = RawNbdClient.connect(port);
+		c.handshake();
+		assertThat(c.request(NbdProtocol.OPT_STARTTLS, new byte[0]).type()).isEqualTo(NbdProtocol.REP_ACK);
+		byte[] garbage = new byte[size];
+		random.nextBytes(garbage);
+		garbage[0] = 0x47; // not a TLS record type
+		c.output().write(garbage);
+		c.output().flush();
+		return c;
 	}
 
 	@Test

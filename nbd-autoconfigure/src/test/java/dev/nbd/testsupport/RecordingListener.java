@@ -4,6 +4,9 @@ import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
 
+import org.awaitility.Awaitility;
+import org.awaitility.core.ConditionTimeoutException;
+
 import dev.nbd.server.NbdConnection;
 import dev.nbd.server.NbdServerListener;
 
@@ -38,20 +41,13 @@ public final class RecordingListener implements NbdServerListener {
 
 	/** Waits up to {@code timeout} for at least {@code count} refusals with {@code reason}. */
 	public boolean awaitRefusals(String reason, long count, Duration timeout) {
-		long deadline = System.nanoTime() + timeout.toNanos();
-		while (refusals(reason) < count) {
-			if (System.nanoTime() > deadline) {
-				return false;
-			}
-			try {
-				Thread.sleep(10);
-			}
-			catch (InterruptedException ex) {
-				Thread.currentThread().interrupt();
-				return false;
-			}
+		try {
+			Awaitility.await().atMost(timeout).pollInterval(Duration.ofMillis(10)).until(() -> refusals(reason) >= count);
+			return true;
 		}
-		return true;
+		catch (ConditionTimeoutException ex) {
+			return false;
+		}
 	}
 
 }

@@ -12,6 +12,7 @@ import java.util.HexFormat;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -87,6 +88,8 @@ class FlushDurabilityIT {
 			.builder(List.of("/usr/bin/python3", "-c", CLIENT, app.uri("disk")))
 			.redirectError(ProcessBuilder.Redirect.INHERIT)
 			.start();
+		// A client that hangs is killed, so the read below ends (with null) instead of blocking.
+		CompletableFuture.runAsync(client::destroyForcibly, CompletableFuture.delayedExecutor(2, TimeUnit.MINUTES));
 		try {
 			BufferedReader out = new BufferedReader(new InputStreamReader(client.getInputStream(), StandardCharsets.UTF_8));
 			String line;

@@ -12,9 +12,10 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.function.BooleanSupplier;
+import java.util.concurrent.Callable;
 
 import io.micrometer.core.instrument.MeterRegistry;
+import org.awaitility.Awaitility;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.springframework.beans.factory.annotation.Autowired;
@@ -61,6 +62,8 @@ class NbdObservabilityTests {
 
 	@Test
 	void endpointAndPrometheusShowLiveConnections(CapturedOutput output) throws Exception {
+		// The context is shared: counts below are exact once other classes' clients are gone.
+		await(() -> this.server.connections().isEmpty());
 		// Traffic on mem: bytes both ways and flushes.
 		try (RawNbdClient mem = RawNbdClient.connect(this.nbdPort, "mem")) {
 			assertThat(mem.call(NbdProtocol.CMD_WRITE, 0, 8192, new byte[8192]).error()).isZero();
@@ -247,14 +250,8 @@ class NbdObservabilityTests {
 		return URI.create("http://127.0.0.1:" + this.httpPort + path);
 	}
 
-	static void await(BooleanSupplier condition) throws InterruptedException {
-		long deadline = System.nanoTime() + Duration.ofSeconds(15).toNanos();
-		while (!condition.getAsBoolean()) {
-			if (System.nanoTime() > deadline) {
-				throw new AssertionError("condition not met within 15s");
-			}
-			Thread.sleep(10);
-		}
+	static void await(Callable<Boolean> condition) {
+		Awaitility.await().atMost(Duration.ofMinutes(1)).pollInterval(Duration.ofMillis(10)).until(condition);
 	}
 
 }

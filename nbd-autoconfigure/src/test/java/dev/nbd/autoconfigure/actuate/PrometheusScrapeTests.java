@@ -15,12 +15,14 @@ import java.util.concurrent.atomic.AtomicBoolean;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.springframework.beans.factory.annotation.Autowired;
 import org.springframework.boot.test.web.server.LocalServerPort;
 import tools.jackson.databind.JsonNode;
 import tools.jackson.databind.json.JsonMapper;
 
 import dev.nbd.autoconfigure.LocalNbdServerPort;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.server.NbdServer;
 import dev.nbd.testsupport.ExternalTool;
 import dev.nbd.testsupport.FreePort;
 import dev.nbd.testsupport.Processes;
@@ -47,6 +49,9 @@ class PrometheusScrapeTests {
 
 	@LocalNbdServerPort
 	int nbdPort;
+
+	@Autowired
+	NbdServer server;
 
 	@Test
 	void prometheusAnswersFlushLatencyQuantile(@TempDir Path dir) throws Exception {
@@ -97,6 +102,8 @@ class PrometheusScrapeTests {
 		finally {
 			running.set(false);
 			traffic.join(10_000);
+			// The context is shared with classes that count connections: leave none behind.
+			NbdObservabilityTests.await(() -> this.server.connections().isEmpty());
 			process.destroy();
 			if (!process.waitFor(10, TimeUnit.SECONDS)) {
 				process.destroyForcibly().waitFor(5, TimeUnit.SECONDS);

@@ -12,6 +12,7 @@ import java.util.HexFormat;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -21,6 +22,7 @@ import org.junit.jupiter.api.Order;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInstance;
 import org.junit.jupiter.api.TestMethodOrder;
+import org.junit.jupiter.api.Timeout;
 import org.springframework.util.FileSystemUtils;
 
 import dev.nbd.sample.kernel.KernelGuest.Event;
@@ -35,8 +37,10 @@ import static org.assertj.core.api.Assertions.assertThat;
  * emulation, no KVM) from an initramfs built here from installed packages, attaches exports with
  * {@code nbd-client -C 4} (four connections, as the server advertises CAN_MULTI_CONN) and puts
  * ext4 on them; the guest's verdicts come back over a serial port. The server runs as its own
- * process, so it can be killed and restarted under the guest.
+ * process, so it can be killed and restarted under the guest. Software emulation on a loaded
+ * machine takes minutes per boot: the timeouts here are above the suite's 5 minute default.
  */
+@Timeout(value = 20, unit = TimeUnit.MINUTES)
 class KernelClientIT {
 
 	static final Path WORK = Path.of("target", "kernel-test").toAbsolutePath();
@@ -44,6 +48,7 @@ class KernelClientIT {
 	static final Path INITRAMFS = WORK.resolve("initramfs");
 
 	@BeforeAll
+	@Timeout(value = 20, unit = TimeUnit.MINUTES)
 	static void buildInitramfs() throws IOException {
 		FileSystemUtils.deleteRecursively(WORK);
 		Files.createDirectories(INITRAMFS);
@@ -75,6 +80,7 @@ class KernelClientIT {
 		private AssertionError failure;
 
 		@BeforeAll
+		@Timeout(value = 20, unit = TimeUnit.MINUTES)
 		void bootOnce() throws IOException {
 			this.image = this.data.resolve("ro.img");
 			String manifest = makeImage(this.data.resolve("ro-content"), this.image);
@@ -143,6 +149,7 @@ class KernelClientIT {
 		private String synced;
 
 		@BeforeAll
+		@Timeout(value = 20, unit = TimeUnit.MINUTES)
 		void startServer() {
 			this.port = FreePort.find();
 			this.app = SampleAppProcess.start(this.data, this.port);
