@@ -20,6 +20,7 @@ import dev.nbd.sample.support.SampleAppProcess;
 import dev.nbd.testsupport.ExternalTool;
 import dev.nbd.testsupport.FreePort;
 import dev.nbd.testsupport.Processes;
+import dev.nbd.testsupport.TestPki;
 
 import static dev.nbd.sample.helm.HelmChart.get;
 import static org.assertj.core.api.Assertions.assertThat;
@@ -80,7 +81,7 @@ class HelmChartAppIT {
 		// What the Secret of ci/tls-values.yaml would hold: server certificate, key and client CA.
 		Path secret = this.tmp.resolve("secret");
 		Path client = this.tmp.resolve("client");
-		issueCertificates(ExternalTool.require("openssl"), secret, client);
+		issueCertificates(secret, client);
 		Rendered rendered = HelmChart.committed()
 			.template("-f", HelmChart.CHART.resolve("ci/tls-values.yaml").toString());
 		// The pod mounts the Secret at /etc/nbd-server/tls; here it is a directory.
@@ -105,30 +106,13 @@ class HelmChartAppIT {
 	}
 
 	/** A CA, a server certificate for 127.0.0.1 (tls.crt/tls.key/ca.crt) and a client one (libnbd layout). */
-	private static void issueCertificates(Path openssl, Path secret, Path client) throws IOException {
+	private static void issueCertificates(Path secret, Path client) throws IOException {
+		TestPki pki = TestPki.create(secret.resolveSibling("pki"));
 		Files.createDirectories(secret);
-		Files.createDirectories(client);
-		Path work = secret.getParent();
-		Path san = work.resolve("san.ext");
-		Files.writeString(san, "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-		String o = openssl.toString();
-		run(o, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca", "-keyout",
-				work.resolve("ca.key").toString(), "-out", secret.resolve("ca.crt").toString());
-		run(o, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
-				secret.resolve("tls.key").toString(), "-out", work.resolve("server.csr").toString());
-		run(o, "x509", "-req", "-days", "2", "-in", work.resolve("server.csr").toString(), "-CA",
-				secret.resolve("ca.crt").toString(), "-CAkey", work.resolve("ca.key").toString(), "-CAcreateserial",
-				"-extfile", san.toString(), "-out", secret.resolve("tls.crt").toString());
-		run(o, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=client", "-keyout",
-				client.resolve("client-key.pem").toString(), "-out", work.resolve("client.csr").toString());
-		run(o, "x509", "-req", "-days", "2", "-in", work.resolve("client.csr").toString(), "-CA",
-				secret.resolve("ca.crt").toString(), "-CAkey", work.resolve("ca.key").toString(), "-CAcreateserial",
-				"-out", client.resolve("client-cert.pem").toString());
-		Files.copy(secret.resolve("ca.crt"), client.resolve("ca-cert.pem"));
-	}
-
-	private static void run(String... command) {
-		Processes.run(Duration.ofSeconds(60), command).assertSuccess();
+		Files.copy(pki.serverCert(), secret.resolve("tls.crt"));
+		Files.copy(pki.serverKey(), secret.resolve("tls.key"));
+		Files.copy(pki.caCert(), secret.resolve("ca.crt"));
+		pki.clientDir(client, true);
 	}
 
 	/** The test Pod's script, run by busybox sh with busybox applets only, the pod's env pointed here. */

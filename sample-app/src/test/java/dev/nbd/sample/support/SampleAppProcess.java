@@ -86,10 +86,14 @@ public final class SampleAppProcess implements AutoCloseable {
 		int nbdPort = FreePort.find();
 		int httpPort = FreePort.find();
 		List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-				"-Xmx512m", "-jar", jar.toAbsolutePath().toString(), "--nbd.server.port=" + nbdPort,
+				"-Xmx512m", leakDetection(), "-jar", jar.toAbsolutePath().toString(), "--nbd.server.port=" + nbdPort,
 				"--server.port=" + httpPort));
 		cmd.addAll(List.of(args));
 		return launch(cmd, workDir, workDir, false, nbdPort, httpPort);
+	}
+
+	private static String leakDetection() {
+		return "-Dio.netty.leakDetection.level=" + System.getProperty("io.netty.leakDetection.level", "paranoid");
 	}
 
 	private static SampleAppProcess start(Path dataDir, int nbdPort, List<String> wrapper, String... extraArgs) {
@@ -102,6 +106,8 @@ public final class SampleAppProcess implements AutoCloseable {
 		List<String> cmd = new ArrayList<>(wrapper);
 		cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
 		cmd.add("-Xmx512m");
+		// The leak detection the tests run with (paranoid, from the build): close() fails on a leak.
+		cmd.add(leakDetection());
 		cmd.addAll(jvmOptions);
 		cmd.addAll(List.of("-jar", jar().toAbsolutePath().toString(), "--nbd.server.port=" + nbdPort,
 				"--server.port=" + httpPort, "--nbd.exports.disk.path=" + dataDir.resolve("disk.img").toAbsolutePath()));
@@ -215,11 +221,16 @@ public final class SampleAppProcess implements AutoCloseable {
 		throw new AssertionError("sample app did not listen on " + this.nbdPort + " within " + timeout + "\n" + log());
 	}
 
+	/** Stops the app if it still runs; fails if it reported a leaked buffer meanwhile. */
 	@Override
 	public void close() {
 		if (this.process.isAlive()) {
 			destroyAll();
 			waitExit(Duration.ofSeconds(30));
+		}
+		String log = log();
+		if (log.contains("LEAK:")) {
+			throw new AssertionError("the sample app reported a leaked buffer (" + this.log + "):\n" + log);
 		}
 	}
 
