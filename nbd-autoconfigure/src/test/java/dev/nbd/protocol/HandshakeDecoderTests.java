@@ -10,6 +10,8 @@ import io.netty.buffer.Unpooled;
 import io.netty.channel.embedded.EmbeddedChannel;
 import org.junit.jupiter.api.Test;
 
+import dev.nbd.testsupport.RawNbdClient;
+
 import static org.assertj.core.api.Assertions.assertThat;
 
 class HandshakeDecoderTests {
@@ -76,9 +78,7 @@ class HandshakeDecoderTests {
 	void truncatedOptionYieldsNothing() {
 		ByteBuf in = Unpooled.buffer();
 		in.writeInt(1);
-		in.writeLong(NbdProtocol.IHAVEOPT);
-		in.writeInt(NbdProtocol.OPT_LIST);
-		in.writeInt(10);
+		in.writeBytes(RawNbdClient.optionHeader(NbdProtocol.OPT_LIST, 10));
 		in.writeBytes(new byte[9]);
 		List<Object> out = decodeAll(in);
 		assertThat(out).containsExactly(new ProtocolMessage.ClientFlags(1));
@@ -90,9 +90,7 @@ class HandshakeDecoderTests {
 		EmbeddedChannel ch = new EmbeddedChannel(decoder);
 		ByteBuf head = Unpooled.buffer();
 		head.writeInt(1);
-		head.writeLong(NbdProtocol.IHAVEOPT);
-		head.writeInt(NbdProtocol.OPT_LIST);
-		head.writeInt(0x80000000);
+		head.writeBytes(RawNbdClient.optionHeader(NbdProtocol.OPT_LIST, 0x80000000L));
 		ch.writeInbound(head);
 		List<Object> out = new ArrayList<>();
 		Decoding.drain(ch, out);
@@ -168,10 +166,7 @@ class HandshakeDecoderTests {
 	}
 
 	static void option(ByteBuf buf, int option, byte[] data) {
-		buf.writeLong(NbdProtocol.IHAVEOPT);
-		buf.writeInt(option);
-		buf.writeInt(data.length);
-		buf.writeBytes(data);
+		buf.writeBytes(RawNbdClient.option(option, data));
 	}
 
 	private static List<Object> decodeAll(ByteBuf in) {

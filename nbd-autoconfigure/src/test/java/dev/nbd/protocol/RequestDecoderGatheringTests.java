@@ -2,16 +2,17 @@ package dev.nbd.protocol;
 
 import java.util.Random;
 
-import org.junit.jupiter.api.Test;
-import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.ValueSource;
-
 import io.netty.buffer.AbstractByteBufAllocator;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufUtil;
 import io.netty.buffer.Unpooled;
 import io.netty.buffer.UnpooledByteBufAllocator;
 import io.netty.channel.embedded.EmbeddedChannel;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -19,14 +20,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 class RequestDecoderGatheringTests {
 
 	private static ByteBuf header(int type, long cookie, long offset, int length) {
-		ByteBuf buf = Unpooled.buffer(28);
-		buf.writeInt(NbdProtocol.REQUEST_MAGIC);
-		buf.writeShort(0);
-		buf.writeShort(type);
-		buf.writeLong(cookie);
-		buf.writeLong(offset);
-		buf.writeInt(length);
-		return buf;
+		return Unpooled.wrappedBuffer(RawNbdClient.request(0, type, cookie, offset, length));
 	}
 
 	@ParameterizedTest(name = "payload in pieces: {0}")

@@ -10,6 +10,8 @@ import io.netty.channel.embedded.EmbeddedChannel;
 import io.netty.util.ReferenceCountUtil;
 import org.junit.jupiter.api.Test;
 
+import dev.nbd.testsupport.RawNbdClient;
+
 import static org.assertj.core.api.Assertions.assertThat;
 
 class RequestDecoderTests {
@@ -50,12 +52,7 @@ class RequestDecoderTests {
 	@Test
 	void unsignedFieldsAreReadUnsigned() {
 		ByteBuf in = Unpooled.buffer();
-		in.writeInt(NbdProtocol.REQUEST_MAGIC);
-		in.writeShort(0xffff);
-		in.writeShort(0xfffe);
-		in.writeLong(-1L);
-		in.writeLong(Long.MIN_VALUE);
-		in.writeInt(0xffffffff);
+		header(in, 0xffff, 0xfffe, -1L, Long.MIN_VALUE, 0xffffffffL);
 		List<Object> out = decodeAll(in);
 		ProtocolMessage.Request r = (ProtocolMessage.Request) out.get(0);
 		assertThat(r.flags()).isEqualTo(0xffff);
@@ -167,12 +164,7 @@ class RequestDecoderTests {
 	}
 
 	static void header(ByteBuf buf, int flags, int type, long cookie, long offset, long length) {
-		buf.writeInt(NbdProtocol.REQUEST_MAGIC);
-		buf.writeShort(flags);
-		buf.writeShort(type);
-		buf.writeLong(cookie);
-		buf.writeLong(offset);
-		buf.writeInt((int) length);
+		buf.writeBytes(RawNbdClient.request(flags, type, cookie, offset, length));
 	}
 
 	private static List<Object> decodeAll(ByteBuf in) {

@@ -2,10 +2,19 @@ package dev.nbd.server;
 
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
+import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 
+import io.netty.buffer.AbstractByteBufAllocator;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.embedded.EmbeddedChannel;
+import io.netty.util.ReferenceCountUtil;
 import net.jqwik.api.Arbitraries;
 import net.jqwik.api.Arbitrary;
 import net.jqwik.api.Combinators;
@@ -18,14 +27,7 @@ import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.HandshakeDecoder;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.protocol.RequestDecoder;
-import io.netty.buffer.AbstractByteBufAllocator;
-import io.netty.buffer.ByteBuf;
-import io.netty.buffer.Unpooled;
-
-import io.netty.channel.Channel;
-import io.netty.channel.ChannelInitializer;
-import io.netty.channel.embedded.EmbeddedChannel;
-import io.netty.util.ReferenceCountUtil;
+import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -58,7 +60,10 @@ class ProtocolFuzzTests {
 		.boxed()
 		.toArray(Long[]::new);
 
-	private final NbdServer server = new NbdServer(NbdServerConfig.builder().maxPayload(MAX_PAYLOAD).build(),
+	// The handshake timeout is real time even on an embedded channel: far above what feeding the
+	// biggest stream takes on a loaded machine (the fuzz is about bytes, not timeouts).
+	private final NbdServer server = new NbdServer(
+			NbdServerConfig.builder().maxPayload(MAX_PAYLOAD).handshakeTimeout(Duration.ofMinutes(10)).build(),
 			List.of(new MemoryBackend("mem", EXPORT_SIZE), new MemoryBackend("ro", EXPORT_SIZE, "read-only", true)),
 			Map.of(), Map.of(), null);
 
@@ -82,7 +87,7 @@ class ProtocolFuzzTests {
 			@ForAll("oversizedOptions") byte[] option, @ForAll("chunkSizes") List<Integer> chunks) {
 		byte[] flags = ByteBuffer.allocate(4).putInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE).array();
 		byte[] go = rawOption(NbdProtocol.OPT_GO, infoData("mem"));
-		byte[] read = RawFrames.request(NbdProtocol.CMD_READ, 512).array();
+		byte[] read = RawNbdClient.request(0, NbdProtocol.CMD_READ, 9, 0, 512);
 		// Both are answered with an error and the stream stays in sync: the connection is open.
 		assertThat(feed(concat(List.of(flags, option, go, write, read)), chunks)).isTrue();
 	}
@@ -90,12 +95,12 @@ class ProtocolFuzzTests {
 	@Provide
 	Arbitrary<byte[]> oversizedWrites() {
 		return oversized(NbdProtocol.REQUEST_HEADER_LENGTH, MAX_PAYLOAD,
-				(length) -> RawFrames.request(NbdProtocol.CMD_WRITE, length), 100);
+				(length) -> RawNbdClient.request(0, NbdProtocol.CMD_WRITE, 9, 0, length), 100);
 	}
 
 	@Provide
 	Arbitrary<byte[]> oversizedOptions() {
-		return oversized(16, NbdServerConfig.MAX_OPTION_LENGTH, (length) -> RawFrames.option(NbdProtocol.OPT_LIST, length),
+		return oversized(16, NbdServerConfig.MAX_OPTION_LENGTH, (length) -> RawNbdClient.optionHeader(NbdProtocol.OPT_LIST, length),
 				100);
 	}
 
@@ -178,8 +183,8 @@ class ProtocolFuzzTests {
 	/** Client flags and options, then mutated. */
 	static Arbitrary<byte[]> handshakeStreams() {
 		Arbitrary<byte[]> options = Arbitraries.frequencyOf(net.jqwik.api.Tuple.of(9, option()),
-				net.jqwik.api.Tuple.of(1, oversized(16, NbdServerConfig.MAX_OPTION_LENGTH, (length) -> RawFrames
-					.option(NbdProtocol.OPT_LIST, length), 0)))
+				net.jqwik.api.Tuple.of(1, oversized(16, NbdServerConfig.MAX_OPTION_LENGTH, (length) -> RawNbdClient
+					.optionHeader(NbdProtocol.OPT_LIST, length), 0)))
 			.list()
 			.ofMaxSize(6)
 			.map(ProtocolFuzzTests::concat);
@@ -194,8 +199,8 @@ class ProtocolFuzzTests {
 		Arbitrary<byte[]> prefix = Arbitraries.of(goPrefix("mem", false), goPrefix("mem", true), goPrefix("ro", true),
 				exportNamePrefix("mem"), exportNamePrefix("ro"));
 		Arbitrary<byte[]> requests = Arbitraries.frequencyOf(net.jqwik.api.Tuple.of(9, request()),
-				net.jqwik.api.Tuple.of(1, oversized(NbdProtocol.REQUEST_HEADER_LENGTH, MAX_PAYLOAD, (length) -> RawFrames
-					.request(NbdProtocol.CMD_WRITE, length), 0)))
+				net.jqwik.api.Tuple.of(1, oversized(NbdProtocol.REQUEST_HEADER_LENGTH, MAX_PAYLOAD, (length) -> RawNbdClient
+					.request(0, NbdProtocol.CMD_WRITE, 9, 0, length), 0)))
 			.list()
 			.ofMaxSize(12)
 			.map(ProtocolFuzzTests::concat);
@@ -215,9 +220,7 @@ class ProtocolFuzzTests {
 		Arbitrary<Long> declared = Arbitraries.oneOf(Arbitraries.just(-1L), Arbitraries.of(LENGTH_EXTREMES));
 		return Combinators.combine(type, data, declared).as((t, d, len) -> {
 			long length = (len < 0) ? d.length : len;
-			ByteBuffer b = ByteBuffer.allocate(16 + d.length);
-			b.putLong(NbdProtocol.IHAVEOPT).putInt(t).putInt((int) length).put(d);
-			return b.array();
+			return concat(List.of(RawNbdClient.optionHeader(t, length), d));
 		});
 	}
 
@@ -234,11 +237,7 @@ class ProtocolFuzzTests {
 		return Combinators.combine(type, flags, offset, length, payload).as((t, f, o, l, p) -> {
 			// A WRITE carries its declared payload (when small enough to make), or a random amount.
 			int n = (p >= 0) ? p : ((t == NbdProtocol.CMD_WRITE && l <= MAX_PAYLOAD) ? l.intValue() : 0);
-			ByteBuffer b = ByteBuffer.allocate(NbdProtocol.REQUEST_HEADER_LENGTH + n);
-			b.putInt(NbdProtocol.REQUEST_MAGIC).putShort(f.shortValue()).putShort(t.shortValue()).putLong(7)
-				.putLong(o)
-				.putInt(l.intValue());
-			return b.array();
+			return Arrays.copyOf(RawNbdClient.request(f, t, 7, o, l), NbdProtocol.REQUEST_HEADER_LENGTH + n);
 		});
 	}
 
@@ -247,34 +246,13 @@ class ProtocolFuzzTests {
 	 * must discard it as it arrives, not buffer it.
 	 */
 	private static Arbitrary<byte[]> oversized(int headerLength, int bound,
-			java.util.function.LongFunction<ByteBuffer> header, int minPercentSent) {
+			java.util.function.LongFunction<byte[]> header, int minPercentSent) {
 		return Combinators
 			.combine(Arbitraries.integers().between(bound + 1, bound + 3 * MAX_CHUNK + 70_000),
 					Arbitraries.integers().between(minPercentSent, 100))
 			.as((length, percentSent) -> {
-				ByteBuffer b = header.apply(length);
-				byte[] frame = java.util.Arrays.copyOf(b.array(), headerLength + (int) ((long) length * percentSent / 100));
-				return frame;
+				return Arrays.copyOf(header.apply(length), headerLength + (int) ((long) length * percentSent / 100));
 			});
-	}
-
-	/** Frame headers. */
-	private static final class RawFrames {
-
-		static ByteBuffer request(int type, long length) {
-			return ByteBuffer.allocate(NbdProtocol.REQUEST_HEADER_LENGTH)
-				.putInt(NbdProtocol.REQUEST_MAGIC)
-				.putShort((short) 0)
-				.putShort((short) type)
-				.putLong(9)
-				.putLong(0)
-				.putInt((int) length);
-		}
-
-		static ByteBuffer option(int option, long length) {
-			return ByteBuffer.allocate(16).putLong(NbdProtocol.IHAVEOPT).putInt(option).putInt((int) length);
-		}
-
 	}
 
 	/** The stream as is, truncated, with bytes flipped, or with a random tail. */
