@@ -15,6 +15,7 @@ import dev.nbd.backend.ExportBackend;
 import dev.nbd.server.Export;
 import dev.nbd.server.NbdServer;
 import dev.nbd.testsupport.ExternalTool;
+import dev.nbd.testsupport.Libnbd;
 import dev.nbd.testsupport.MultiConnProbe;
 import dev.nbd.testsupport.Processes;
 
@@ -58,7 +59,6 @@ class MultiConnModeTest {
 	void singleRefusesASecondConnectionAndDoesNotAdvertiseMultiConn() {
 		run("single", (server) -> {
 			assertThat(canMultiConn(server)).isEqualTo(2);
-			MultiConnProbe.requireLibnbdPython();
 			String script = """
 					import nbd, sys
 					first = nbd.NBD()
@@ -86,8 +86,7 @@ class MultiConnModeTest {
 					third.shutdown()
 					print("ok")
 					""";
-			Processes.Result r = Processes.run(Duration.ofSeconds(60), "/usr/bin/python3", "-c", script, uri(server))
-				.assertSuccess();
+			Processes.Result r = Libnbd.python(Duration.ofSeconds(60), script, uri(server)).assertSuccess();
 			// NBD_REP_ERR_POLICY, as libnbd words it.
 			assertThat(r.stdout()).contains("refused:").contains("server policy prevents NBD_OPT_GO").contains("ok");
 		});

@@ -18,12 +18,9 @@ public final class MultiConnProbe {
 	private MultiConnProbe() {
 	}
 
-	/** Skips (fails in CI) unless /usr/bin/python3 can import nbd. */
+	/** Skips (fails on CI) unless libnbd's Python module is there: {@link Libnbd#require()}. */
 	public static void requireLibnbdPython() {
-		ExternalTool.require("nbdsh");
-		boolean importable = Processes.run(Duration.ofSeconds(30), "/usr/bin/python3", "-c", "import nbd")
-			.exitCode() == 0;
-		ExternalTool.requireThat(importable, "python3-libnbd is not installed (import nbd failed)");
+		Libnbd.require();
 	}
 
 	/**
@@ -31,13 +28,11 @@ public final class MultiConnProbe {
 	 * (pick a different base per run on a persistent export).
 	 */
 	public static Processes.Result run(String uri, int connections, long baseOffset, boolean checkFlag) {
-		requireLibnbdPython();
-		List<String> cmd = new ArrayList<>(List.of("/usr/bin/python3", "-c", script(), uri,
-				Integer.toString(connections), Long.toString(baseOffset)));
+		List<String> args = new ArrayList<>(List.of(uri, Integer.toString(connections), Long.toString(baseOffset)));
 		if (!checkFlag) {
-			cmd.add("--no-flag-check");
+			args.add("--no-flag-check");
 		}
-		return Processes.run(Duration.ofSeconds(120), null, null, cmd);
+		return Libnbd.python(Duration.ofSeconds(120), script(), args.toArray(String[]::new));
 	}
 
 	private static String script() {

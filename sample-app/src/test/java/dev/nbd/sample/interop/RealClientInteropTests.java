@@ -28,6 +28,7 @@ import tools.jackson.databind.json.JsonMapper;
 
 import dev.nbd.autoconfigure.LocalNbdServerPort;
 import dev.nbd.testsupport.ExternalTool;
+import dev.nbd.testsupport.Libnbd;
 import dev.nbd.testsupport.Processes;
 import dev.nbd.testsupport.Processes.Result;
 
@@ -335,8 +336,7 @@ class RealClientInteropTests {
 
 	/** Runs a Python script in nbdsh connected (with base:allocation) to {@code export}. */
 	private void nbdsh(String export, String script) {
-		ExternalTool.require("nbdsh");
-		Result r = run("nbdsh", "--base-allocation", "-u", uri(export), "-c", script);
+		Result r = Libnbd.nbdsh(TIMEOUT, uri(export), script, "--base-allocation").assertSuccess();
 		assertThat(r.stdout()).as(r.stderr()).contains("OK");
 	}
 
