@@ -23,6 +23,7 @@ import net.jqwik.api.Property;
 import net.jqwik.api.Provide;
 import net.jqwik.api.lifecycle.AfterContainer;
 import net.jqwik.api.lifecycle.BeforeContainer;
+import org.awaitility.Awaitility;
 import org.slf4j.LoggerFactory;
 
 import dev.nbd.backend.MemoryBackend;
@@ -128,12 +129,11 @@ class LiveServerFuzzTests {
 				ProtocolFuzzTests.handshakeStreams(), ProtocolFuzzTests.transmissionStreams(), garbageInTls);
 	}
 
-	private static void awaitOnlyBystander() throws InterruptedException {
-		long deadline = System.nanoTime() + Duration.ofSeconds(5).toNanos();
-		while (server.allConnections().size() > 1 && System.nanoTime() < deadline) {
-			Thread.sleep(5);
-		}
-		assertThat(server.allConnections()).hasSize(1);
+	private static void awaitOnlyBystander() {
+		Awaitility.await()
+			.atMost(Duration.ofMinutes(1))
+			.pollInterval(Duration.ofMillis(5))
+			.untilAsserted(() -> assertThat(server.allConnections()).hasSize(1));
 	}
 
 	private static boolean roundTrip() throws IOException {

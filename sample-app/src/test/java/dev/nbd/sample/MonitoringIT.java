@@ -1,19 +1,15 @@
 package dev.nbd.sample;
 
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.file.Path;
-import java.time.Duration;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import tools.jackson.databind.JsonNode;
-import tools.jackson.databind.json.JsonMapper;
 
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.sample.support.SampleAppProcess;
+import dev.nbd.testsupport.ActuatorClient;
 import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -24,13 +20,10 @@ import static org.assertj.core.api.Assertions.assertThat;
  */
 class MonitoringIT {
 
-	private final HttpClient http = HttpClient.newHttpClient();
-
-	private final JsonMapper json = JsonMapper.builder().build();
-
 	@Test
 	void sampleAppIsObservable(@TempDir Path dir) throws Exception {
 		try (SampleAppProcess app = SampleAppProcess.start(dir)) {
+			ActuatorClient actuator = new ActuatorClient(app.httpPort());
 			try (RawNbdClient mem = RawNbdClient.connect(app.nbdPort(), "mem");
 					RawNbdClient disk = RawNbdClient.connect(app.nbdPort(), "disk")) {
 				assertThat(mem.call(NbdProtocol.CMD_WRITE, 0, 65536, new byte[65536]).error()).isZero();
@@ -40,7 +33,7 @@ class MonitoringIT {
 				}
 				assertThat(disk.call(NbdProtocol.CMD_FLUSH, 0, 0, null).error()).isZero();
 
-				JsonNode nbd = getJson(app, "/actuator/nbd");
+				JsonNode nbd = actuator.getJson("/actuator/nbd");
 				assertThat(nbd.get("exports").findValuesAsString("name")).contains("mem", "disk", "scratch");
 				for (JsonNode export : nbd.get("exports")) {
 					if (export.get("name").asString().equals("mem")) {
@@ -50,11 +43,11 @@ class MonitoringIT {
 					}
 				}
 				assertThat(nbd.get("connections").size()).isEqualTo(2);
-				JsonNode diskExport = getJson(app, "/actuator/nbd/disk");
+				JsonNode diskExport = actuator.getJson("/actuator/nbd/disk");
 				assertThat(diskExport.get("connections").size()).isEqualTo(1);
 				String diskConnection = diskExport.get("connections").get(0).get("id").asString();
 
-				String prometheus = get(app, "/actuator/prometheus").body();
+				String prometheus = actuator.prometheus();
 				assertThat(prometheus).contains("nbd_requests_seconds_count{export=\"mem\",op=\"write\",outcome=\"success\"} 1",
 						"nbd_requests_seconds_sum{", "nbd_requests_seconds_max{",
 						"nbd_flush_seconds_bucket{export=\"mem\",le=", "nbd_flush_seconds_count{export=\"mem\"} 3",
@@ -63,34 +56,17 @@ class MonitoringIT {
 						"nbd_connections{export=\"disk\"} 1",
 						"nbd_connection_inflight{connection=\"" + diskConnection + "\",export=\"disk\"}");
 
-				HttpResponse<String> readiness = get(app, "/actuator/health/readiness");
+				HttpResponse<String> readiness = actuator.get("/actuator/health/readiness");
 				assertThat(readiness.statusCode()).isEqualTo(200);
-				assertThat(this.json.readTree(readiness.body()).get("components").get("nbd").get("status").asString())
+				assertThat(ActuatorClient.json(readiness).get("components").get("nbd").get("status").asString())
 					.isEqualTo("UP");
 
-				HttpResponse<String> deleted = this.http.send(
-						HttpRequest.newBuilder(uri(app, "/actuator/nbd/disk/" + diskConnection)).DELETE().build(),
-						HttpResponse.BodyHandlers.ofString());
+				HttpResponse<String> deleted = actuator.delete("/actuator/nbd/disk/" + diskConnection);
 				assertThat(deleted.statusCode()).isEqualTo(200);
 				assertThat(disk.serverClosed()).isTrue();
 				mem.disconnect();
 			}
 		}
-	}
-
-	private JsonNode getJson(SampleAppProcess app, String path) throws Exception {
-		HttpResponse<String> response = get(app, path);
-		assertThat(response.statusCode()).as(path).isEqualTo(200);
-		return this.json.readTree(response.body());
-	}
-
-	private HttpResponse<String> get(SampleAppProcess app, String path) throws Exception {
-		return this.http.send(HttpRequest.newBuilder(uri(app, path)).timeout(Duration.ofSeconds(10)).build(),
-				HttpResponse.BodyHandlers.ofString());
-	}
-
-	private static URI uri(SampleAppProcess app, String path) {
-		return URI.create("http://127.0.0.1:" + app.httpPort() + path);
 	}
 
 }

@@ -4,9 +4,6 @@ import java.io.IOException;
 import java.io.OutputStream;
 import java.net.InetAddress;
 import java.net.Socket;
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.time.Duration;
 import java.time.Instant;
@@ -23,11 +20,11 @@ import org.springframework.boot.test.system.CapturedOutput;
 import org.springframework.boot.test.system.OutputCaptureExtension;
 import org.springframework.boot.test.web.server.LocalServerPort;
 import tools.jackson.databind.JsonNode;
-import tools.jackson.databind.json.JsonMapper;
 
 import dev.nbd.autoconfigure.LocalNbdServerPort;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.server.NbdServer;
+import dev.nbd.testsupport.ActuatorClient;
 import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -40,10 +37,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 @ObservabilityTest
 @ExtendWith(OutputCaptureExtension.class)
 class NbdObservabilityTests {
-
-	private static final JsonMapper json = JsonMapper.builder().build();
-
-	private final HttpClient http = HttpClient.newHttpClient();
 
 	@LocalServerPort
 	int httpPort;
@@ -62,6 +55,7 @@ class NbdObservabilityTests {
 
 	@Test
 	void endpointAndPrometheusShowLiveConnections(CapturedOutput output) throws Exception {
+		ActuatorClient actuator = new ActuatorClient(this.httpPort);
 		// The context is shared: counts below are exact once other classes' clients are gone.
 		await(() -> this.server.connections().isEmpty());
 		// Traffic on mem: bytes both ways and flushes.
@@ -88,7 +82,7 @@ class NbdObservabilityTests {
 			}
 			await(() -> this.server.export("slow").connections().stream().mapToInt((c) -> c.inFlight()).sum() == 5);
 
-			JsonNode all = getJson("/actuator/nbd");
+			JsonNode all = actuator.getJson("/actuator/nbd");
 			JsonNode slow = find(all.get("exports"), "name", "slow");
 			assertThat(slow.get("size").asLong()).isEqualTo(1024 * 1024);
 			assertThat(slow.get("readOnly").asBoolean()).isFalse();
@@ -124,13 +118,13 @@ class NbdObservabilityTests {
 			String idFirst = connections.get(0).get("id").asString();
 			String idSecond = connections.get(1).get("id").asString();
 
-			JsonNode one = getJson("/actuator/nbd/slow");
+			JsonNode one = actuator.getJson("/actuator/nbd/slow");
 			assertThat(one.get("name").asString()).isEqualTo("slow");
 			assertThat(one.get("connectionCount").asInt()).isEqualTo(2);
 			assertThat(one.get("connections").size()).isEqualTo(2);
-			assertThat(get("/actuator/nbd/nope").statusCode()).isEqualTo(404);
+			assertThat(actuator.status("/actuator/nbd/nope")).isEqualTo(404);
 
-			String prometheus = get("/actuator/prometheus").body();
+			String prometheus = actuator.prometheus();
 			assertThat(prometheus).contains("nbd_requests_seconds_count{export=\"mem\",op=\"write\",outcome=\"success\"} 1",
 					"nbd_requests_seconds_sum{export=\"mem\",op=\"read\",outcome=\"success\"}",
 					"nbd_requests_seconds_max{export=\"mem\",op=\"flush\",outcome=\"success\"}",
@@ -147,19 +141,18 @@ class NbdObservabilityTests {
 					"nbd_flush_syncs_total{export=\"mem\"}", "netty_eventexecutor_tasks_pending",
 					"netty_allocator_memory_used");
 
-			HttpResponse<String> readiness = get("/actuator/health/readiness");
+			HttpResponse<String> readiness = actuator.get("/actuator/health/readiness");
 			assertThat(readiness.statusCode()).isEqualTo(200);
-			assertThat(json.readTree(readiness.body()).get("components").get("nbd").get("status").asString())
+			assertThat(ActuatorClient.json(readiness).get("components").get("nbd").get("status").asString())
 				.isEqualTo("UP");
 
 			// Disconnect b (two reads in flight) from the endpoint: its reads are answered first,
 			// then the server closes the socket.
 			String idB = (inFlight.get(0) == 2) ? idFirst : idSecond;
-			HttpResponse<String> deleted = send(HttpRequest.newBuilder(uri("/actuator/nbd/slow/" + idB)).DELETE());
+			HttpResponse<String> deleted = actuator.delete("/actuator/nbd/slow/" + idB);
 			assertThat(deleted.statusCode()).isEqualTo(200);
-			assertThat(json.readTree(deleted.body()).get("id").asString()).isEqualTo(idB);
-			assertThat(send(HttpRequest.newBuilder(uri("/actuator/nbd/mem/" + idB)).DELETE()).statusCode())
-				.isEqualTo(404);
+			assertThat(ActuatorClient.json(deleted).get("id").asString()).isEqualTo(idB);
+			assertThat(actuator.delete("/actuator/nbd/mem/" + idB).statusCode()).isEqualTo(404);
 			this.gate.open();
 			assertThat(b.receive().error()).isZero();
 			assertThat(b.receive().error()).isZero();
@@ -175,7 +168,7 @@ class NbdObservabilityTests {
 			b.close();
 		}
 		await(() -> this.registry.find("nbd.connection.inflight").gauges().isEmpty());
-		assertThat(get("/actuator/prometheus").body()).doesNotContain("nbd_connection_inflight{");
+		assertThat(actuator.prometheus()).doesNotContain("nbd_connection_inflight{");
 		await(() -> output.getOut().contains("to export 'slow' closed after"));
 		assertThat(output.getOut()).contains("to export 'mem' opened", "to export 'mem' closed after",
 				"requests, 4096 bytes read, 8192 bytes written");
@@ -230,24 +223,6 @@ class NbdObservabilityTests {
 			}
 		}
 		throw new AssertionError("no element with " + field + "=" + value + " in " + array);
-	}
-
-	private JsonNode getJson(String path) throws Exception {
-		HttpResponse<String> response = get(path);
-		assertThat(response.statusCode()).as(path).isEqualTo(200);
-		return json.readTree(response.body());
-	}
-
-	HttpResponse<String> get(String path) throws Exception {
-		return send(HttpRequest.newBuilder(uri(path)).GET());
-	}
-
-	private HttpResponse<String> send(HttpRequest.Builder request) throws Exception {
-		return this.http.send(request.timeout(Duration.ofSeconds(10)).build(), HttpResponse.BodyHandlers.ofString());
-	}
-
-	private URI uri(String path) {
-		return URI.create("http://127.0.0.1:" + this.httpPort + path);
 	}
 
 	static void await(Callable<Boolean> condition) {

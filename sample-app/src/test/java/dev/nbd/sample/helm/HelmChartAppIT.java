@@ -1,10 +1,6 @@
 package dev.nbd.sample.helm;
 
 import java.io.IOException;
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -12,11 +8,13 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 
+import org.awaitility.Awaitility;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import dev.nbd.sample.helm.HelmChart.Rendered;
 import dev.nbd.sample.support.SampleAppProcess;
+import dev.nbd.testsupport.ActuatorClient;
 import dev.nbd.testsupport.ExternalTool;
 import dev.nbd.testsupport.FreePort;
 import dev.nbd.testsupport.Processes;
@@ -48,25 +46,29 @@ class HelmChartAppIT {
 		// Ports and address differ from the pod's: free loopback ports on a shared machine.
 		try (SampleAppProcess app = SampleAppProcess.start(data, "--spring.config.additional-location=file:" + config,
 				"--nbd.server.address=127.0.0.1", "--management.server.port=" + managementPort)) {
-			String base = "http://127.0.0.1:" + managementPort;
-			awaitStatus(base + "/actuator/health/readiness", 200, app);
+			ActuatorClient management = new ActuatorClient(managementPort);
+			Awaitility.await()
+				.atMost(Duration.ofMinutes(2))
+				.pollInterval(Duration.ofMillis(200))
+				.alias("readiness on the management port; app log:\n" + app.log())
+				.until(() -> management.status("/actuator/health/readiness") == 200);
 			// The export defined in values exists, on the data volume, with its size.
 			Path image = data.resolve("chartcheck.img");
 			assertThat(image).exists();
 			assertThat(Files.size(image)).isEqualTo(1024 * 1024);
 			// Probes and the scrape target are on the management port, not on server.port.
-			assertThat(status(base + "/actuator/health/liveness")).isEqualTo(200);
-			assertThat(status(base + "/actuator/prometheus")).isEqualTo(200);
-			assertThat(status("http://127.0.0.1:" + app.httpPort() + "/actuator/health/readiness")).isEqualTo(404);
+			assertThat(management.status("/actuator/health/liveness")).isEqualTo(200);
+			assertThat(management.status("/actuator/prometheus")).isEqualTo(200);
+			assertThat(new ActuatorClient(app.httpPort()).status("/actuator/health/readiness")).isEqualTo(404);
 
 			Processes.Result hook = runHelmTestScript(busybox, rendered, "127.0.0.1", app.nbdPort(),
-					base + "/actuator/health/readiness");
+					management.uri("/actuator/health/readiness").toString());
 			hook.assertSuccess();
 			assertThat(hook.stdout()).contains("NBD server answers").contains("readiness UP");
 
 			// And it fails when nothing listens on the NBD port.
 			Processes.Result down = runHelmTestScript(busybox, rendered, "127.0.0.1", FreePort.find(),
-					base + "/actuator/health/readiness");
+					management.uri("/actuator/health/readiness").toString());
 			assertThat(down.exitCode()).isNotZero();
 
 			// SIGTERM drains and exits cleanly, well inside the pod's grace period.
@@ -137,34 +139,6 @@ class HelmChartAppIT {
 	private static String configYaml(Rendered rendered) {
 		Map<String, Object> configMap = rendered.named("ConfigMap", "rel-nbd-server");
 		return ((Map<String, String>) configMap.get("data")).get("application.yaml");
-	}
-
-	private static void awaitStatus(String url, int expected, SampleAppProcess app) throws InterruptedException {
-		long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
-		int last = -1;
-		while (System.nanoTime() < deadline) {
-			last = status(url);
-			if (last == expected) {
-				return;
-			}
-			Thread.sleep(200);
-		}
-		throw new AssertionError(url + " answered " + last + ", expected " + expected + "\n" + app.log());
-	}
-
-	private static int status(String url) {
-		HttpClient client = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(2)).build();
-		try {
-			HttpRequest request = HttpRequest.newBuilder(URI.create(url)).timeout(Duration.ofSeconds(5)).build();
-			return client.send(request, HttpResponse.BodyHandlers.discarding()).statusCode();
-		}
-		catch (IOException ex) {
-			return -1;
-		}
-		catch (InterruptedException ex) {
-			Thread.currentThread().interrupt();
-			throw new AssertionError(ex);
-		}
 	}
 
 }

@@ -11,6 +11,9 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 
+import org.awaitility.Awaitility;
+import org.awaitility.core.ConditionTimeoutException;
+
 import dev.nbd.testsupport.FreePort;
 
 /**
@@ -125,7 +128,7 @@ public final class SampleAppProcess implements AutoCloseable {
 				builder.directory(workDir.toFile());
 			}
 			SampleAppProcess app = new SampleAppProcess(builder.start(), wrapped, nbdPort, httpPort, log);
-			app.awaitPort(Duration.ofSeconds(60));
+			app.awaitPort(Duration.ofMinutes(2));
 			return app;
 		}
 		catch (IOException ex) {
@@ -198,27 +201,24 @@ public final class SampleAppProcess implements AutoCloseable {
 	}
 
 	private void awaitPort(Duration timeout) {
-		long deadline = System.nanoTime() + timeout.toNanos();
-		while (System.nanoTime() < deadline) {
-			if (!this.process.isAlive()) {
-				throw new AssertionError("sample app exited early:\n" + log());
-			}
-			try (Socket s = new Socket()) {
-				s.connect(new InetSocketAddress("127.0.0.1", this.nbdPort), 200);
-				return;
-			}
-			catch (IOException ex) {
-				try {
-					Thread.sleep(100);
+		try {
+			Awaitility.await().atMost(timeout).pollInterval(Duration.ofMillis(100)).until(() -> {
+				if (!this.process.isAlive()) {
+					throw new AssertionError("sample app exited early:\n" + log());
 				}
-				catch (InterruptedException ie) {
-					Thread.currentThread().interrupt();
-					return;
+				try (Socket s = new Socket()) {
+					s.connect(new InetSocketAddress("127.0.0.1", this.nbdPort), 1000);
+					return true;
 				}
-			}
+				catch (IOException ex) {
+					return false;
+				}
+			});
 		}
-		destroyAll();
-		throw new AssertionError("sample app did not listen on " + this.nbdPort + " within " + timeout + "\n" + log());
+		catch (ConditionTimeoutException ex) {
+			destroyAll();
+			throw new AssertionError("sample app did not listen on " + this.nbdPort + " within " + timeout + "\n" + log());
+		}
 	}
 
 	/** Stops the app if it still runs; fails if it reported a leaked buffer meanwhile. */
