@@ -10,28 +10,29 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 
+import io.netty.buffer.ByteBufAllocatorMetricProvider;
+import io.netty.channel.Channel;
 import org.awaitility.Awaitility;
 import org.awaitility.core.ConditionFactory;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.springframework.boot.test.system.CapturedOutput;
 import org.springframework.boot.test.system.OutputCaptureExtension;
 
 import dev.nbd.backend.ExportBackend;
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 import dev.nbd.testsupport.RecordingListener;
-import io.netty.buffer.ByteBufAllocatorMetricProvider;
-import io.netty.channel.Channel;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -44,19 +45,19 @@ class AbuseTests {
 
 	private static final int MIB = 1 << 20;
 
-	private final RecordingListener listener = new RecordingListener();
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
+
+	private final RecordingListener listener = this.servers.listener();
 
 	private final List<Socket> sockets = new ArrayList<>();
 
 	private NbdServer server;
 
 	@AfterEach
-	void stop() {
+	void closeSockets() {
 		for (Socket s : this.sockets) {
 			closeQuietly(s);
-		}
-		if (this.server != null) {
-			this.server.stop();
 		}
 	}
 
@@ -65,8 +66,7 @@ class AbuseTests {
 	}
 
 	private int start(NbdServerConfig.Builder config, List<ExportBackend> backends) {
-		this.server = new NbdServer(config.port(0).build(), backends, Map.of(), Map.of(), this.listener);
-		this.server.start();
+		this.server = this.servers.start(config, backends);
 		return this.server.port();
 	}
 
@@ -131,9 +131,7 @@ class AbuseTests {
 			dropped.add(pool.submit(() -> millisUntilClosed(port, new byte[0], 0)));
 			byte[] trickle = ByteBuffer.allocate(4 + 16)
 				.putInt(NbdProtocol.FLAG_C_FIXED_NEWSTYLE)
-				.putLong(NbdProtocol.IHAVEOPT)
-				.putInt(NbdProtocol.OPT_LIST)
-				.putInt(0)
+				.put(RawNbdClient.optionHeader(NbdProtocol.OPT_LIST, 0))
 				.array();
 			dropped.add(pool.submit(() -> millisUntilClosed(port, Arrays.copyOf(trickle, 19), 150)));
 			dropped.add(pool.submit(() -> millisUntilClosed(port, Arrays.copyOf(trickle, 10), 0)));

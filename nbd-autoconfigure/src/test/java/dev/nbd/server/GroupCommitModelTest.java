@@ -18,11 +18,12 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
 
-import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 import dev.nbd.backend.ExportBackend;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.PipelinedNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -54,14 +55,10 @@ class GroupCommitModelTest {
 
 	private RecordingBackend backend;
 
-	private NbdServer server;
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
 
-	@AfterEach
-	void stop() {
-		if (this.server != null) {
-			this.server.stop();
-		}
-	}
+	private NbdServer server;
 
 	record ClientOp(long id, boolean flush, boolean fua, long sentAt, long repliedAt, int error) {
 	}
@@ -70,9 +67,8 @@ class GroupCommitModelTest {
 	@ValueSource(booleans = { true, true, false, false })
 	void everyAnsweredFlushAndFuaIsCoveredByALaterSync(boolean multiConnSafe) throws Exception {
 		this.backend = new RecordingBackend(this.clock, multiConnSafe);
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(this.backend),
-				multiConnSafe ? Map.of() : Map.of("rec", MultiConnMode.EMULATE), Map.of(), null);
-		this.server.start();
+		this.server = this.servers.start(NbdServerConfig.builder(), List.of(this.backend),
+				multiConnSafe ? Map.of() : Map.of("rec", MultiConnMode.EMULATE), Map.of());
 		List<PipelinedNbdClient> clients = new ArrayList<>();
 		for (int i = 0; i < CONNECTIONS; i++) {
 			clients.add(PipelinedNbdClient.connect(this.server.port(), "rec", this.clock::incrementAndGet));

@@ -6,16 +6,16 @@ import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.List;
-import java.util.Map;
 import java.util.Random;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 import dev.nbd.testsupport.RawNbdClient.Chunk;
 import dev.nbd.testsupport.RawNbdClient.OptionReply;
@@ -32,7 +32,8 @@ class NbdServerHandshakeTests {
 			| NbdProtocol.TFLAG_SEND_FUA | NbdProtocol.TFLAG_SEND_TRIM | NbdProtocol.TFLAG_SEND_WRITE_ZEROES
 			| NbdProtocol.TFLAG_CAN_MULTI_CONN | NbdProtocol.TFLAG_SEND_CACHE | NbdProtocol.TFLAG_SEND_FAST_ZERO;
 
-	private NbdServer server;
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
 
 	private int port;
 
@@ -44,19 +45,11 @@ class NbdServerHandshakeTests {
 	}
 
 	private void start(NbdServerConfig.Builder config) {
-		if (this.server != null) {
-			this.server.stop();
-		}
-		this.server = new NbdServer(config.port(0).maxPayload(64 * 1024).build(),
-				List.of(new MemoryBackend("mem", SIZE, "in memory", false), new MemoryBackend("ro", SIZE, null, true)),
-				Map.of(), Map.of(), null);
-		this.server.start();
-		this.port = this.server.port();
-	}
-
-	@AfterEach
-	void stop() {
-		this.server.stop();
+		this.servers.stopAll();
+		this.port = this.servers
+			.start(config.maxPayload(64 * 1024), new MemoryBackend("mem", SIZE, "in memory", false),
+					new MemoryBackend("ro", SIZE, null, true))
+			.port();
 	}
 
 	@Test

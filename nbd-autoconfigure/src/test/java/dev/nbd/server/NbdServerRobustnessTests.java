@@ -1,24 +1,27 @@
 package dev.nbd.server;
 
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import java.util.Map;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 
+import org.awaitility.Awaitility;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 
 import dev.nbd.backend.FileBackend;
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 import dev.nbd.testsupport.RawNbdClient.Chunk;
 import dev.nbd.testsupport.RawNbdClient.Reply;
@@ -35,6 +38,9 @@ class NbdServerRobustnessTests {
 	@TempDir
 	Path dir;
 
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
+
 	private NbdServer server;
 
 	private FileBackend file;
@@ -44,15 +50,15 @@ class NbdServerRobustnessTests {
 	@BeforeEach
 	void start() throws Exception {
 		this.file = new FileBackend("file", this.dir.resolve("disk.img"), SIZE, null, false);
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).maxPayload(MAX_PAYLOAD).build(),
-				List.of(new MemoryBackend("mem", SIZE), this.file), Map.of(), Map.of(), null);
-		this.server.start();
+		this.server = this.servers.start(NbdServerConfig.builder().maxPayload(MAX_PAYLOAD),
+				new MemoryBackend("mem", SIZE), this.file);
 		this.port = this.server.port();
 	}
 
 	@AfterEach
 	void stop() throws Exception {
-		this.server.stop();
+		// The server first: it may still sync the file.
+		this.servers.stopAll();
 		this.file.close();
 	}
 
@@ -128,9 +134,8 @@ class NbdServerRobustnessTests {
 
 	@Test
 	void connectionsBeyondTheLimitAreClosed() throws Exception {
-		NbdServer limited = new NbdServer(NbdServerConfig.builder().port(0).maxConnections(2).build(),
-				List.of(new MemoryBackend("mem", SIZE)), Map.of(), Map.of(), null);
-		limited.start();
+		NbdServer limited = this.servers.start(NbdServerConfig.builder().maxConnections(2),
+				new MemoryBackend("mem", SIZE));
 		try (RawNbdClient a = RawNbdClient.connect(limited.port(), "mem", false, false);
 				RawNbdClient b = RawNbdClient.connect(limited.port())) {
 			b.handshake();
@@ -143,9 +148,6 @@ class NbdServerRobustnessTests {
 				.isEqualTo(NbdProtocol.REP_ACK);
 			a.sendRequest(0, NbdProtocol.CMD_FLUSH, 1, 0, 0, null);
 			assertThat(a.readSimpleReply().error()).isZero();
-		}
-		finally {
-			limited.stop();
 		}
 	}
 
@@ -220,18 +222,14 @@ class NbdServerRobustnessTests {
 		assertThat(c.closesWithoutData()).isTrue();
 	}
 
-	private void awaitNoConnections() throws InterruptedException {
-		long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+	private void awaitNoConnections() {
 		// The server's and the exports' views are updated by separate close events: wait for both.
-		while ((!this.server.connections().isEmpty()
-				|| this.server.exports().stream().anyMatch(e -> !e.connections().isEmpty()))
-				&& System.nanoTime() < deadline) {
-			Thread.sleep(10);
-		}
-		assertThat(this.server.connections()).isEmpty();
-		for (Export export : this.server.exports()) {
-			assertThat(export.connections()).as("connections of %s", export.name()).isEmpty();
-		}
+		Awaitility.await().atMost(Duration.ofMinutes(1)).pollInterval(Duration.ofMillis(10)).untilAsserted(() -> {
+			assertThat(this.server.connections()).isEmpty();
+			for (Export export : this.server.exports()) {
+				assertThat(export.connections()).as("connections of %s", export.name()).isEmpty();
+			}
+		});
 	}
 
 }

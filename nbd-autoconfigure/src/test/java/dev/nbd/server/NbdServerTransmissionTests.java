@@ -16,6 +16,7 @@ import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -26,6 +27,8 @@ import dev.nbd.backend.MemoryBackend;
 import dev.nbd.backend.NbdBackendException;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.GatedBackend;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 import dev.nbd.testsupport.RawNbdClient.Chunk;
 import dev.nbd.testsupport.RawNbdClient.Reply;
@@ -51,6 +54,9 @@ class NbdServerTransmissionTests {
 	@TempDir
 	Path dir;
 
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
+
 	private NbdServer server;
 
 	private int port;
@@ -63,17 +69,16 @@ class NbdServerTransmissionTests {
 	void start() throws IOException {
 		this.mem = new MemoryBackend("mem", SIZE);
 		this.file = new FileBackend("file", this.dir.resolve("disk.img"), SIZE, null, false);
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).maxPayload(MAX_PAYLOAD).build(),
-				List.of(this.mem, this.file, new MemoryBackend("ro", SIZE, null, true), new SlowZeroBackend(),
-						new SlowWriteBackend(), new OrderedBackend(), new StripedBackend()),
-				Map.of(), Map.of(), null);
-		this.server.start();
+		this.server = this.servers.start(NbdServerConfig.builder().maxPayload(MAX_PAYLOAD), this.mem, this.file,
+				new MemoryBackend("ro", SIZE, null, true), new SlowZeroBackend(), new GatedBackend("gated", SIZE),
+				new OrderedBackend(), new StripedBackend());
 		this.port = this.server.port();
 	}
 
 	@AfterEach
 	void stop() throws IOException {
-		this.server.stop();
+		// The server first: it may still sync the file.
+		this.servers.stopAll();
 		this.file.close();
 	}
 
@@ -404,11 +409,16 @@ class NbdServerTransmissionTests {
 
 	@Test
 	void discAnswersRequestsInFlightThenCloses() throws Exception {
-		try (RawNbdClient c = RawNbdClient.connect(this.port, "slowwrite", false, false)) {
+		GatedBackend gated = (GatedBackend) this.server.export("gated").backend();
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "gated", false, false)) {
+			// The writes are held in the backend, so they are certainly in flight when DISC arrives.
+			gated.close();
 			for (int i = 0; i < 5; i++) {
 				c.sendRequest(0, NbdProtocol.CMD_WRITE, 100 + i, i * 4096L, 4096, pattern(4096, i));
 			}
+			gated.awaitWaiting(1);
 			c.sendRequest(0, NbdProtocol.CMD_DISC, 999, 0, 0, null);
+			gated.open();
 			List<Long> cookies = new ArrayList<>();
 			for (int i = 0; i < 5; i++) {
 				SimpleReply r = c.readSimpleReply();
@@ -419,10 +429,9 @@ class NbdServerTransmissionTests {
 			// No reply to DISC: the server closes.
 			assertThat(c.closesWithoutData()).isTrue();
 		}
-		SlowWriteBackend slow = (SlowWriteBackend) this.server.export("slowwrite").backend();
 		for (int i = 0; i < 5; i++) {
 			ByteBuffer b = ByteBuffer.allocate(4096);
-			slow.read(i * 4096L, b);
+			gated.read(i * 4096L, b);
 			assertThat(b.array()).isEqualTo(pattern(4096, i));
 		}
 	}
@@ -690,31 +699,6 @@ class NbdServerTransmissionTests {
 		public void write(long offset, ByteBuffer src, boolean fua) throws dev.nbd.backend.NbdBackendException {
 			super.write(offset, src, fua);
 			this.written.countDown();
-		}
-
-	}
-
-	/** A blocking backend whose writes take a while, so requests are still running at DISC. */
-	static final class SlowWriteBackend extends MemoryBackend {
-
-		SlowWriteBackend() {
-			super("slowwrite", SIZE);
-		}
-
-		@Override
-		public boolean isBlocking() {
-			return true;
-		}
-
-		@Override
-		public void write(long offset, ByteBuffer src, boolean fua) throws dev.nbd.backend.NbdBackendException {
-			try {
-				Thread.sleep(100);
-			}
-			catch (InterruptedException ex) {
-				Thread.currentThread().interrupt();
-			}
-			super.write(offset, src, fua);
 		}
 
 	}

@@ -4,18 +4,18 @@ import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.List;
-import java.util.Map;
 import java.util.Random;
 
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 
 import dev.nbd.backend.ExportBackend;
 import dev.nbd.backend.FileBackend;
 import dev.nbd.backend.MemoryBackend;
-import dev.nbd.testsupport.ExternalTool;
+import dev.nbd.testsupport.Libnbd;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.Processes;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -31,15 +31,17 @@ class ReadPathTests {
 	@TempDir
 	Path dir;
 
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
+
 	private NbdServer server;
 
 	private FileBackend backend;
 
 	@AfterEach
 	void stop() throws Exception {
-		if (this.server != null) {
-			this.server.stop();
-		}
+		// The server first: it may still sync the file.
+		this.servers.stopAll();
 		if (this.backend != null) {
 			this.backend.close();
 		}
@@ -78,10 +80,8 @@ class ReadPathTests {
 	}
 
 	private void assertReadsMatch(ExportBackend backend, Path expected) throws Exception {
-		Path nbdsh = ExternalTool.require("nbdsh");
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(backend), Map.of(), Map.of(),
-				null);
-		this.server.start();
+		Libnbd.require();
+		this.server = this.servers.start(NbdServerConfig.builder(), backend);
 		String script = """
 				import random
 				data = open(%s, "rb").read()
@@ -105,8 +105,7 @@ class ReadPathTests {
 				    h.shutdown()
 				print("OK")
 				""".formatted("'" + expected + "'", this.server.port());
-		Processes.Result result = Processes.run(Duration.ofSeconds(60), nbdsh.toString(), "-c", script)
-			.assertSuccess();
+		Processes.Result result = Libnbd.nbdsh(Duration.ofSeconds(60), null, script).assertSuccess();
 		assertThat(result.stdout()).contains("OK");
 	}
 

@@ -9,10 +9,12 @@ import java.util.List;
 import java.util.Map;
 import java.util.Random;
 
-import org.junit.jupiter.api.AfterEach;
+import io.netty.handler.ssl.SslContext;
+import io.netty.handler.ssl.SslContextBuilder;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 import org.springframework.boot.test.system.CapturedOutput;
 import org.springframework.boot.test.system.OutputCaptureExtension;
@@ -21,12 +23,11 @@ import dev.nbd.backend.ExportBackend;
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 import dev.nbd.testsupport.RawNbdClient.OptionReply;
 import dev.nbd.testsupport.RecordingListener;
 import dev.nbd.testsupport.TestPki;
-import io.netty.handler.ssl.SslContext;
-import io.netty.handler.ssl.SslContextBuilder;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatExceptionOfType;
@@ -43,9 +44,10 @@ class SecurityProtocolTests {
 
 	static SslContext sslContext;
 
-	private final RecordingListener listener = new RecordingListener();
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
 
-	private NbdServer server;
+	private final RecordingListener listener = this.servers.listener();
 
 	@BeforeAll
 	static void pki() throws Exception {
@@ -53,19 +55,9 @@ class SecurityProtocolTests {
 		sslContext = SslContextBuilder.forServer(pki.serverCert().toFile(), pki.serverKey().toFile()).build();
 	}
 
-	@AfterEach
-	void stop() {
-		if (this.server != null) {
-			this.server.stop();
-		}
-	}
-
 	private int start(NbdServerConfig.Builder config, Map<String, List<Cidr>> exportAllowLists,
 			ExportBackend... backends) {
-		this.server = new NbdServer(config.port(0).build(), List.of(backends), Map.of(), exportAllowLists,
-				this.listener);
-		this.server.start();
-		return this.server.port();
+		return this.servers.start(config, List.of(backends), Map.of(), exportAllowLists).port();
 	}
 
 	private int start(boolean tlsRequired) {
@@ -89,11 +81,7 @@ class SecurityProtocolTests {
 				assertThat(r.type()).as("reply to option %d", options[i]).isEqualTo(NbdProtocol.REP_ERR_TLS_REQD);
 			}
 			// Even an option too big to be read gets TLS_REQD, not TOO_BIG.
-			c.output().write(ByteBuffer.allocate(16)
-				.putLong(NbdProtocol.IHAVEOPT)
-				.putInt(NbdProtocol.OPT_INFO)
-				.putInt(1 << 20)
-				.array());
+			c.output().write(RawNbdClient.optionHeader(NbdProtocol.OPT_INFO, 1 << 20));
 			c.output().write(new byte[1 << 20]);
 			assertThat(c.readOptionReply().type()).isEqualTo(NbdProtocol.REP_ERR_TLS_REQD);
 			assertThat(c.request(NbdProtocol.OPT_ABORT, new byte[0]).type()).isEqualTo(NbdProtocol.REP_ACK);
@@ -236,7 +224,7 @@ class SecurityProtocolTests {
 			try (RawNbdClient c = RawNbdClient.connect(port)) {
 				assertThat(c.input().read()).as("first byte with allow-list %s", blocked).isEqualTo(-1);
 			}
-			this.server.stop();
+			this.servers.stopAll();
 		}
 		assertThat(this.listener.awaitRefusals("address_not_allowed", 3, Duration.ofSeconds(5))).isTrue();
 		int port = start(NbdServerConfig.builder().allowedAddresses(List.of(Cidr.parse("127.0.0.0/8"), Cidr.parse("::1"))),

@@ -1,20 +1,17 @@
 package dev.nbd.autoconfigure.actuate;
 
-import java.nio.ByteBuffer;
-import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.TimeUnit;
-
 import org.springframework.boot.SpringBootConfiguration;
 import org.springframework.boot.autoconfigure.EnableAutoConfiguration;
 import org.springframework.context.annotation.Bean;
 
 import dev.nbd.backend.ExportBackend;
 import dev.nbd.backend.MemoryBackend;
+import dev.nbd.testsupport.GatedBackend;
 
 /**
  * A tiny application for the observability tests: export {@code mem} (memory) and export
- * {@code slow}, whose reads wait until the test opens its {@link Gate}, so requests can be held
- * in flight.
+ * {@code slow}, whose requests wait while the test holds its {@link Gate} closed, so requests can
+ * be held in flight.
  */
 @SpringBootConfiguration(proxyBeanMethods = false)
 @EnableAutoConfiguration
@@ -26,70 +23,15 @@ class ObservabilityTestApplication {
 	}
 
 	@Bean
-	Gate gate() {
+	Gate slow() {
 		return new Gate();
 	}
 
-	@Bean
-	ExportBackend slow(Gate gate) {
-		return new ExportBackend() {
+	/** Export {@code slow}: 1 MiB whose requests wait while the test holds the gate closed. Open by default. */
+	static final class Gate extends GatedBackend {
 
-			@Override
-			public String name() {
-				return "slow";
-			}
-
-			@Override
-			public long size() {
-				return 1024 * 1024;
-			}
-
-			@Override
-			public boolean isMultiConnSafe() {
-				return true;
-			}
-
-			@Override
-			public boolean canFlush() {
-				return true;
-			}
-
-			@Override
-			public void read(long offset, ByteBuffer dst) {
-				gate.pass();
-				dst.position(dst.limit());
-			}
-
-			@Override
-			public void write(long offset, ByteBuffer src, boolean fua) {
-				src.position(src.limit());
-			}
-
-		};
-	}
-
-	/** Holds {@code slow} reads until opened. Open by default. */
-	static final class Gate {
-
-		private volatile CountDownLatch latch = new CountDownLatch(0);
-
-		void close() {
-			this.latch = new CountDownLatch(1);
-		}
-
-		void open() {
-			this.latch.countDown();
-		}
-
-		void pass() {
-			try {
-				if (!this.latch.await(30, TimeUnit.SECONDS)) {
-					throw new IllegalStateException("gate never opened");
-				}
-			}
-			catch (InterruptedException ex) {
-				Thread.currentThread().interrupt();
-			}
+		Gate() {
+			super("slow", 1024 * 1024);
 		}
 
 	}

@@ -1,0 +1,90 @@
+package dev.nbd.testsupport;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+
+import org.junit.jupiter.api.extension.AfterEachCallback;
+import org.junit.jupiter.api.extension.ExtensionContext;
+
+import dev.nbd.backend.ExportBackend;
+import dev.nbd.server.Cidr;
+import dev.nbd.server.MultiConnMode;
+import dev.nbd.server.NbdServer;
+import dev.nbd.server.NbdServerConfig;
+
+/**
+ * Servers for one test, on an ephemeral port, stopped after it whatever happens; refusals and
+ * opened connections recorded by {@link #listener()}. Register as a field:
+ * <pre>
+ * &#64;RegisterExtension
+ * final NbdServerExtension servers = new NbdServerExtension();
+ * ...
+ * int port = this.servers.start(NbdServerConfig.builder().maxPayload(64 * 1024), new MemoryBackend("mem", SIZE)).port();
+ * </pre>
+ * With {@link GatedBackend}s the test holds requests inside the backend until it opens the gate.
+ */
+public final class NbdServerExtension implements AfterEachCallback {
+
+	private final RecordingListener listener = new RecordingListener();
+
+	private final List<NbdServer> servers = Collections.synchronizedList(new ArrayList<>());
+
+	/** Starts a server with {@code config} (its port replaced by an ephemeral one) serving {@code backends}. */
+	public NbdServer start(NbdServerConfig.Builder config, ExportBackend... backends) {
+		return start(config, List.of(backends), Map.of(), Map.of());
+	}
+
+	public NbdServer start(NbdServerConfig.Builder config, List<ExportBackend> backends) {
+		return start(config, backends, Map.of(), Map.of());
+	}
+
+	/** The same, with multi-conn modes and per-export allow-lists. */
+	public NbdServer start(NbdServerConfig.Builder config, List<ExportBackend> backends,
+			Map<String, MultiConnMode> modes, Map<String, List<Cidr>> exportAllowLists) {
+		NbdServer server = new NbdServer(config.port(0).build(), backends, modes, exportAllowLists, this.listener);
+		this.servers.add(server);
+		server.start();
+		return server;
+	}
+
+	/** The server started last. */
+	public NbdServer server() {
+		synchronized (this.servers) {
+			if (this.servers.isEmpty()) {
+				throw new IllegalStateException("no server started");
+			}
+			return this.servers.get(this.servers.size() - 1);
+		}
+	}
+
+	/** The port of the server started last. */
+	public int port() {
+		return server().port();
+	}
+
+	/** What every server of this test reported: refusals and opened connections. */
+	public RecordingListener listener() {
+		return this.listener;
+	}
+
+	/** Stops the servers started so far (the test may start others after). */
+	public void stopAll() {
+		List<NbdServer> started;
+		synchronized (this.servers) {
+			started = new ArrayList<>(this.servers);
+			this.servers.clear();
+		}
+		Collections.reverse(started);
+		for (NbdServer server : started) {
+			server.stop();
+		}
+	}
+
+	@Override
+	public void afterEach(ExtensionContext context) {
+		stopAll();
+	}
+
+}
