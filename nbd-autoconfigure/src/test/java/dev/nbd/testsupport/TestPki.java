@@ -15,6 +15,8 @@ import java.security.KeyPairGenerator;
 import java.security.MessageDigest;
 import java.security.SecureRandom;
 import java.security.Signature;
+import java.security.interfaces.ECPrivateKey;
+import java.security.interfaces.ECPublicKey;
 import java.security.spec.ECGenParameterSpec;
 import java.time.Duration;
 import java.time.ZoneOffset;
@@ -60,7 +62,7 @@ public final class TestPki {
 							extension(KEY_USAGE, true, bitString(1, 0x06)), // keyCertSign, cRLSign
 							extension(SUBJECT_KEY_ID, false, octets(keyId(caKey)))));
 			writePem(dir.resolve("ca-cert.pem"), "CERTIFICATE", ca);
-			writePem(dir.resolve("ca-key.pem"), "PRIVATE KEY", caKey.getPrivate().getEncoded());
+			writePem(dir.resolve("ca-key.pem"), "PRIVATE KEY", pkcs8(caKey));
 			TestPki pki = new TestPki(dir, caKey);
 			pki.issue("server", "/O=nbd-tests/CN=localhost", "serverAuth", "subjectAltName=DNS:localhost,IP:127.0.0.1");
 			pki.issue("client", "/O=nbd-tests/CN=nbd-test-client", "clientAuth", null);
@@ -92,7 +94,7 @@ public final class TestPki {
 				extensions.add(extension(SUBJECT_ALT_NAME, false, subjectAltNames(subjectAltName)));
 			}
 			byte[] cert = certificate(subject, key, CA_SUBJECT, this.caKey, extensions);
-			writePem(this.dir.resolve(name + "-key.new"), "PRIVATE KEY", key.getPrivate().getEncoded());
+			writePem(this.dir.resolve(name + "-key.new"), "PRIVATE KEY", pkcs8(key));
 			writePem(this.dir.resolve(name + "-cert.new"), "CERTIFICATE", cert);
 			// Key and certificate change together, each by an atomic rename.
 			Files.move(this.dir.resolve(name + "-key.new"), this.dir.resolve(name + "-key.pem"),
@@ -155,6 +157,10 @@ public final class TestPki {
 	// X.509 (RFC 5280) in DER, just what these certificates need.
 
 	private static final String ECDSA_WITH_SHA256 = "1.2.840.10045.4.3.2";
+
+	private static final String EC_PUBLIC_KEY = "1.2.840.10045.2.1";
+
+	private static final String PRIME256V1 = "1.2.840.10045.3.1.7";
 
 	private static final String BASIC_CONSTRAINTS = "2.5.29.19";
 
@@ -232,6 +238,30 @@ public final class TestPki {
 
 	private static byte[] extension(String oid, boolean critical, byte[] value) {
 		return critical ? seq(oid(oid), bool(true), octets(value)) : seq(oid(oid), octets(value));
+	}
+
+	/**
+	 * PKCS#8 with the public key inside the EC private key, as openssl writes it: GnuTLS (libnbd,
+	 * qemu) cannot read the JDK's encoding, which leaves it out.
+	 */
+	private static byte[] pkcs8(KeyPair key) {
+		ECPrivateKey privateKey = (ECPrivateKey) key.getPrivate();
+		ECPublicKey publicKey = (ECPublicKey) key.getPublic();
+		byte[] point = new byte[65];
+		point[0] = 0x04;
+		System.arraycopy(unsigned(publicKey.getW().getAffineX(), 32), 0, point, 1, 32);
+		System.arraycopy(unsigned(publicKey.getW().getAffineY(), 32), 0, point, 33, 32);
+		byte[] ecPrivateKey = seq(integer(BigInteger.ONE), octets(unsigned(privateKey.getS(), 32)),
+				tlv(0xa1, bitString(0, point)));
+		return seq(integer(BigInteger.ZERO), seq(oid(EC_PUBLIC_KEY), oid(PRIME256V1)), octets(ecPrivateKey));
+	}
+
+	private static byte[] unsigned(BigInteger value, int length) {
+		byte[] bytes = value.toByteArray();
+		byte[] out = new byte[length];
+		int copy = Math.min(bytes.length, length);
+		System.arraycopy(bytes, bytes.length - copy, out, length - copy, copy);
+		return out;
 	}
 
 	private static byte[] keyId(KeyPair key) {
