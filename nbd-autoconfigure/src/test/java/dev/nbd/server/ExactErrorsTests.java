@@ -9,9 +9,9 @@ import java.util.function.Supplier;
 import java.util.stream.Stream;
 
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.condition.EnabledOnOs;
 import org.junit.jupiter.api.condition.OS;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
@@ -26,9 +26,9 @@ import dev.nbd.backend.filter.Operation;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.testsupport.ExternalTool;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.Processes;
 import dev.nbd.testsupport.RawNbdClient;
-import dev.nbd.testsupport.ServerFixture;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -47,7 +47,7 @@ class ExactErrorsTests {
 	Path dir;
 
 	@RegisterExtension
-	final ServerFixture servers = new ServerFixture();
+	final NbdServerExtension servers = new NbdServerExtension();
 
 	private NbdServer server;
 

@@ -3,8 +3,8 @@ package dev.nbd.server;
 import java.nio.file.Path;
 
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 import org.springframework.boot.test.system.CapturedOutput;
 import org.springframework.boot.test.system.OutputCaptureExtension;
@@ -17,8 +17,8 @@ import dev.nbd.backend.filter.FaultInjectingBackend;
 import dev.nbd.backend.filter.Operation;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
-import dev.nbd.testsupport.ServerFixture;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -39,7 +39,7 @@ class SyncFailureLatchTests {
 	Path dir;
 
 	@RegisterExtension
-	final ServerFixture servers = new ServerFixture();
+	final NbdServerExtension servers = new NbdServerExtension();
 
 	private NbdServer server;
 

@@ -6,8 +6,8 @@ import java.util.Arrays;
 import java.util.List;
 
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 import org.springframework.boot.test.system.CapturedOutput;
 import org.springframework.boot.test.system.OutputCaptureExtension;
@@ -19,8 +19,8 @@ import dev.nbd.backend.filter.Fault;
 import dev.nbd.backend.filter.FaultInjectingBackend;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
-import dev.nbd.testsupport.ServerFixture;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -44,7 +44,7 @@ class UnfilledReadTests {
 	Path dir;
 
 	@RegisterExtension
-	final ServerFixture servers = new ServerFixture();
+	final NbdServerExtension servers = new NbdServerExtension();
 
 	private NbdServer server;
 

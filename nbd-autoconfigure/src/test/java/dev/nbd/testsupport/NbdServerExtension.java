@@ -15,8 +15,9 @@ import dev.nbd.server.NbdServer;
 import dev.nbd.server.NbdServerConfig;
 
 /**
- * Servers for one test, on an ephemeral port, stopped after it whatever happens; refusals and
- * opened connections recorded by {@link #listener()}. Register as a field:
+ * Servers for one test, on an ephemeral port, stopped after it whatever happens (then what was
+ * handed to {@link #closeAfter} is closed); refusals and opened connections recorded by
+ * {@link #listener()}. Register as a field:
  * <pre>
  * &#64;RegisterExtension
  * final NbdServerExtension servers = new NbdServerExtension();
@@ -30,6 +31,13 @@ public final class NbdServerExtension implements AfterEachCallback {
 	private final RecordingListener listener = new RecordingListener();
 
 	private final List<NbdServer> servers = Collections.synchronizedList(new ArrayList<>());
+
+	private final List<AutoCloseable> closeables = Collections.synchronizedList(new ArrayList<>());
+
+	/** Starts a server with default settings serving {@code backends}. */
+	public NbdServer start(ExportBackend... backends) {
+		return start(NbdServerConfig.builder(), backends);
+	}
 
 	/** Starts a server with {@code config} (its port replaced by an ephemeral one) serving {@code backends}. */
 	public NbdServer start(NbdServerConfig.Builder config, ExportBackend... backends) {
@@ -47,6 +55,12 @@ public final class NbdServerExtension implements AfterEachCallback {
 		this.servers.add(server);
 		server.start();
 		return server;
+	}
+
+	/** {@code closeable} (a file backend), closed after the test once the servers have stopped. */
+	public <T extends AutoCloseable> T closeAfter(T closeable) {
+		this.closeables.add(closeable);
+		return closeable;
 	}
 
 	/** The server started last. */
@@ -83,8 +97,16 @@ public final class NbdServerExtension implements AfterEachCallback {
 	}
 
 	@Override
-	public void afterEach(ExtensionContext context) {
+	public void afterEach(ExtensionContext context) throws Exception {
 		stopAll();
+		List<AutoCloseable> toClose;
+		synchronized (this.closeables) {
+			toClose = new ArrayList<>(this.closeables);
+			this.closeables.clear();
+		}
+		for (AutoCloseable closeable : toClose) {
+			closeable.close();
+		}
 	}
 
 }
