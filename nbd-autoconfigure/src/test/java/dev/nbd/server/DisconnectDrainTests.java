@@ -1,8 +1,6 @@
 package dev.nbd.server;
 
-import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -12,6 +10,7 @@ import org.junit.jupiter.api.Test;
 
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.PipelinedReads;
 import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -78,37 +77,12 @@ class DisconnectDrainTests {
 	@Test
 	void discAfterSixteenPipelinedReadsAnswersAllSixteen() throws Exception {
 		try (RawNbdClient client = RawNbdClient.connect(this.server.port(), "mem")) {
-			Map<Long, Long> offsets = new HashMap<>();
-			for (int i = 0; i < 16; i++) {
-				offsets.put(client.sendRead((long) i * MIB, MIB), (long) i * MIB);
-			}
+			PipelinedReads reads = new PipelinedReads(DisconnectDrainTests::expected).send(client, 16, MIB);
 			client.send(NbdProtocol.CMD_DISC, 0, 0, null);
-			assertThat(receiveAll(client, offsets)).as("complete replies").isEqualTo(16);
+			// Every READ came before the DISC: each is served with its data.
+			assertThat(reads.receive(client).data()).as("complete replies").isEqualTo(16);
 			assertThat(client.serverClosed()).isTrue();
 		}
-	}
-
-	/**
-	 * Receives a reply for each cookie in {@code offsets} (all READs of 1 MiB) and checks its
-	 * data; returns how many arrived complete before the stream ended.
-	 */
-	static int receiveAll(RawNbdClient client, Map<Long, Long> offsets) throws IOException {
-		int complete = 0;
-		try {
-			for (int i = 0; i < offsets.size(); i++) {
-				RawNbdClient.Reply reply = client.receive();
-				assertThat(reply.error()).as("error of reply %d", reply.cookie()).isZero();
-				long offset = offsets.get(reply.cookie());
-				for (int j = 0; j < reply.data().length; j += 4093) {
-					assertThat(reply.data()[j]).isEqualTo(expected(offset + j));
-				}
-				complete++;
-			}
-		}
-		catch (java.io.EOFException | java.net.SocketException ex) {
-			// Cut off: the count says how far it got.
-		}
-		return complete;
 	}
 
 	static byte expected(long offset) {

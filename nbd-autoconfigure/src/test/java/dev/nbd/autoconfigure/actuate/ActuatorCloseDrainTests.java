@@ -1,0 +1,65 @@
+package dev.nbd.autoconfigure.actuate;
+
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.time.Duration;
+
+import org.junit.jupiter.api.Test;
+import org.springframework.beans.factory.annotation.Autowired;
+import org.springframework.boot.test.web.server.LocalServerPort;
+
+import dev.nbd.autoconfigure.LocalNbdServerPort;
+import dev.nbd.server.NbdConnection;
+import dev.nbd.server.NbdServer;
+import dev.nbd.testsupport.PipelinedReads;
+import dev.nbd.testsupport.RawNbdClient;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+/**
+ * {@code DELETE /actuator/nbd/{export}/{connection}} closes a connection cleanly: a client that
+ * reads its replies at an ordinary pace gets every one of them whole before the socket ends.
+ */
+@ObservabilityTest
+class ActuatorCloseDrainTests {
+
+	private static final int MIB = 1024 * 1024;
+
+	@LocalServerPort
+	int httpPort;
+
+	@LocalNbdServerPort
+	int nbdPort;
+
+	@Autowired
+	NbdServer server;
+
+	@Test
+	void closedConnectionGetsEveryReplyWhole() throws Exception {
+		try (RawNbdClient client = RawNbdClient.connect(this.nbdPort, "mem")) {
+			String remote = "127.0.0.1:" + client.socket().getLocalPort();
+			PipelinedReads reads = new PipelinedReads((offset) -> 0).send(client, 16, MIB);
+			// Replies are backed up (16 MiB, far more than the socket buffers) when the close comes.
+			NbdConnection connection = await().atMost(Duration.ofSeconds(60))
+				.until(() -> this.server.connections()
+					.stream()
+					.filter((c) -> c.remote().equals(remote) && c.bytesRead() > 0)
+					.findFirst()
+					.orElse(null), (c) -> c != null);
+			HttpResponse<String> response = HttpClient.newHttpClient()
+				.send(HttpRequest
+					.newBuilder(URI.create("http://127.0.0.1:" + this.httpPort + "/actuator/nbd/mem/" + connection.id()))
+					.DELETE()
+					.timeout(Duration.ofSeconds(30))
+					.build(), HttpResponse.BodyHandlers.ofString());
+			assertThat(response.statusCode()).isEqualTo(200);
+			// Each whole: with its data, or NBD_ESHUTDOWN for one the server had not read yet.
+			assertThat(reads.receive(client).answered()).as("complete replies").isEqualTo(16);
+			assertThat(client.serverClosed()).isTrue();
+		}
+	}
+
+}
