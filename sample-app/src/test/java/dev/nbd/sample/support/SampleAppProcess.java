@@ -70,14 +70,27 @@ public final class SampleAppProcess implements AutoCloseable {
 	 * wrapper.
 	 */
 	public static SampleAppProcess startWrapped(Path dataDir, List<String> wrapper, String... extraArgs) {
-		return start(dataDir, FreePort.find(), wrapper, extraArgs);
+		return start(dataDir, FreePort.find(), wrapper, List.of(), extraArgs);
+	}
+
+	/** Starts with extra JVM options, e.g. {@code -Xss256k}. */
+	public static SampleAppProcess startWithJvmOptions(Path dataDir, List<String> jvmOptions, String... extraArgs) {
+		return start(dataDir, FreePort.find(), List.of(), jvmOptions, extraArgs);
 	}
 
 	private static SampleAppProcess start(Path dataDir, int nbdPort, List<String> wrapper, String... extraArgs) {
+		return start(dataDir, nbdPort, wrapper, List.of(), extraArgs);
+	}
+
+	private static SampleAppProcess start(Path dataDir, int nbdPort, List<String> wrapper, List<String> jvmOptions,
+			String... extraArgs) {
 		int httpPort = FreePort.find();
 		List<String> cmd = new ArrayList<>(wrapper);
-		cmd.addAll(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xmx512m", "-jar",
-				jar().toAbsolutePath().toString(), "--nbd.server.port=" + nbdPort, "--server.port=" + httpPort,
+		cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+		cmd.add("-Xmx512m");
+		cmd.addAll(jvmOptions);
+		cmd.addAll(List.of("-jar", jar().toAbsolutePath().toString(), "--nbd.server.port=" + nbdPort,
+				"--server.port=" + httpPort,
 				"--nbd.exports.disk.path=" + dataDir.resolve("disk.img").toAbsolutePath()));
 		cmd.addAll(List.of(extraArgs));
 		try {
@@ -129,6 +142,12 @@ public final class SampleAppProcess implements AutoCloseable {
 	public int terminate(Duration timeout) {
 		jvm().destroy();
 		return waitExit(timeout);
+	}
+
+	/** SIGTERM without waiting; the future completes with the exit code. */
+	public java.util.concurrent.CompletableFuture<Integer> terminateAsync(Duration timeout) {
+		jvm().destroy();
+		return java.util.concurrent.CompletableFuture.supplyAsync(() -> waitExit(timeout));
 	}
 
 	/** The JVM: the process itself, or the wrapper's descendant running java. */

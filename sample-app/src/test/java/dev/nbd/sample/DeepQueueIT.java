@@ -1,0 +1,83 @@
+package dev.nbd.sample;
+
+import java.io.ByteArrayOutputStream;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.sample.support.SampleAppProcess;
+import dev.nbd.testsupport.RawNbdClient;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * Thousands of small READs queued on the memory export while the replies are backed up: a
+ * backend that completes on the network thread must not make the server drain its queue by
+ * recursion (one stack frame set per request), or the connection dies of a StackOverflowError.
+ * The app runs with a 256 KiB thread stack, so recursion over a few hundred requests is enough
+ * to fail every time.
+ */
+class DeepQueueIT {
+
+	private static final int READS = 20_000;
+
+	private static final int LENGTH = 1024;
+
+	@TempDir
+	Path data;
+
+	@Test
+	void thousandsOfQueuedSmallReadsAreAllAnswered() throws Exception {
+		try (SampleAppProcess app = SampleAppProcess.startWithJvmOptions(this.data, List.of("-Xss256k"));
+				RawNbdClient client = RawNbdClient.connect(app.nbdPort(), "mem")) {
+			client.socket().setSoTimeout(60_000);
+			// All requests in one write from another thread (the server stops reading while its
+			// replies are backed up, so the write may block until we read); replies are read only
+			// once the requests are out or stuck, so thousands wait in the server's queue.
+			ByteArrayOutputStream requests = new ByteArrayOutputStream();
+			for (int i = 0; i < READS; i++) {
+				requests.writeBytes(RawNbdClient.request(0, NbdProtocol.CMD_READ, i + 1, (long) i * LENGTH, LENGTH));
+			}
+			CompletableFuture<Void> sent = CompletableFuture.runAsync(() -> {
+				try {
+					client.output().write(requests.toByteArray());
+					client.output().flush();
+				}
+				catch (java.io.IOException ex) {
+					throw new java.io.UncheckedIOException(ex);
+				}
+			});
+			try {
+				sent.get(30, TimeUnit.SECONDS);
+			}
+			catch (java.util.concurrent.TimeoutException ex) {
+				// Blocked by full socket buffers: reading below unblocks it.
+			}
+			int answered = 0;
+			try {
+				while (answered < READS) {
+					RawNbdClient.Reply reply = client.readReply(LENGTH);
+					assertThat(reply.error()).as("error of READ %d", reply.cookie()).isZero();
+					answered++;
+				}
+			}
+			catch (java.io.EOFException | java.net.SocketException ex) {
+				// Connection lost: the count shows where.
+			}
+			assertThat(answered).as("READs answered\n" + tail(app.log())).isEqualTo(READS);
+			sent.get(60, TimeUnit.SECONDS);
+			assertThat(client.call(NbdProtocol.CMD_READ, 0, 4096, null).error()).isZero();
+			assertThat(app.log()).doesNotContain("StackOverflowError");
+		}
+	}
+
+	private static String tail(String log) {
+		return log.substring(Math.max(0, log.length() - 4000));
+	}
+
+}
