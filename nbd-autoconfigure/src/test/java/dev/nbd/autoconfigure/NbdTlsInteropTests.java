@@ -8,10 +8,13 @@ import java.util.List;
 
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 import org.springframework.boot.autoconfigure.AutoConfigurations;
 import org.springframework.boot.autoconfigure.ssl.SslAutoConfiguration;
 import org.springframework.boot.test.context.runner.ApplicationContextRunner;
+import org.springframework.boot.test.system.CapturedOutput;
+import org.springframework.boot.test.system.OutputCaptureExtension;
 
 import dev.nbd.server.NbdConnection;
 import dev.nbd.server.NbdServer;
@@ -23,12 +26,14 @@ import dev.nbd.testsupport.RecordingListener;
 import dev.nbd.testsupport.TestPki;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 /**
  * TLS from a Spring Boot SSL bundle against real clients: libnbd's {@code nbdinfo}/{@code nbdsh}
  * ({@code nbds://…?tls-certificates=DIR}) and qemu's {@code tls-creds-x509}, with certificates
  * made by the {@code openssl} CLI.
  */
+@ExtendWith(OutputCaptureExtension.class)
 class NbdTlsInteropTests {
 
 	private static final Duration TIMEOUT = Duration.ofSeconds(60);
@@ -136,7 +141,8 @@ class NbdTlsInteropTests {
 	}
 
 	@Test
-	void rotatedCertificateAppliesToNewConnectionsWithoutRestart(@TempDir Path rotating) throws Exception {
+	void rotatedCertificateAppliesToNewConnectionsWithoutRestart(@TempDir Path rotating, CapturedOutput output)
+			throws Exception {
 		ExternalTool.require("nbdinfo");
 		TestPki own = TestPki.create(rotating);
 		Path client = own.clientDir(rotating.resolve("client"), true);
@@ -159,7 +165,10 @@ class NbdTlsInteropTests {
 					// A broken file (a rotation caught half-way) keeps the last good certificate
 					// and does not stop later rotations from being picked up.
 					java.nio.file.Files.writeString(own.serverCert(), "not a certificate");
-					Thread.sleep(1000);
+					// Only once the server has seen the broken file does "still the old certificate" mean
+					// anything: wait for its refusal to use it.
+					await().atMost(Duration.ofSeconds(30))
+						.until(() -> output.toString().contains("SSL bundle 'nbd' changed but cannot be used"));
 					try (RawNbdClient fresh = RawNbdClient.connect(port)) {
 						fresh.handshake();
 						assertThat(fresh.startTls().getSerialNumber()).isEqualTo(after);

@@ -126,7 +126,7 @@ public final class RawNbdClient implements Closeable {
 			s.setSoTimeout(10_000);
 			return s.getInputStream().read() == -1;
 		}
-		catch (java.net.ConnectException | SocketException ex) {
+		catch (SocketException ex) {
 			// Refused or reset.
 			return true;
 		}
