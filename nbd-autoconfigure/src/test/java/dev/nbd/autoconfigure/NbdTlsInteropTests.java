@@ -47,11 +47,23 @@ class NbdTlsInteropTests {
 
 	static Path withoutCert;
 
+	static Path untrustedClient;
+
 	@BeforeAll
 	static void pki() {
 		pki = TestPki.create(dir.resolve("pki"));
 		withCert = pki.clientDir(dir.resolve("client"), true);
 		withoutCert = pki.clientDir(dir.resolve("anonymous"), false);
+		// Our CA to check the server, a certificate and key issued by another CA to present.
+		TestPki other = TestPki.create(dir.resolve("other-pki"));
+		untrustedClient = pki.clientDir(dir.resolve("untrusted"), false);
+		try {
+			java.nio.file.Files.copy(other.clientCert(), untrustedClient.resolve("client-cert.pem"));
+			java.nio.file.Files.copy(other.clientKey(), untrustedClient.resolve("client-key.pem"));
+		}
+		catch (java.io.IOException ex) {
+			throw new java.io.UncheckedIOException(ex);
+		}
 	}
 
 	private ApplicationContextRunner runner(String... properties) {
@@ -104,6 +116,14 @@ class NbdTlsInteropTests {
 			Result anonymous = Processes.run(TIMEOUT, "nbdinfo", tlsUri(port, withoutCert));
 			assertThat(anonymous.exitCode()).isNotZero();
 			assertThat(listener.awaitRefusals("tls_handshake", 1, Duration.ofSeconds(5))).isTrue();
+
+			// A client certificate from a CA the server does not trust fails the same way, and
+			// attaches nothing (the client itself trusts the server's CA).
+			int openedBefore = listener.opened().size();
+			Result untrusted = Processes.run(TIMEOUT, "nbdinfo", tlsUri(port, untrustedClient));
+			assertThat(untrusted.exitCode()).isNotZero();
+			assertThat(listener.awaitRefusals("tls_handshake", 2, Duration.ofSeconds(30))).isTrue();
+			assertThat(listener.opened()).hasSize(openedBefore);
 
 			// qemu in plaintext against a FORCEDTLS server is refused too.
 			Result qemuPlain = Processes.run(TIMEOUT, "qemu-img", "info", "--image-opts",

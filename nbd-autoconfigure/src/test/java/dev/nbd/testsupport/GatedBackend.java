@@ -29,6 +29,10 @@ public final class GatedBackend implements ExportBackend {
 
 	private final List<Long> startedOffsets = new CopyOnWriteArrayList<>();
 
+	private final AtomicInteger active = new AtomicInteger();
+
+	private final AtomicInteger maxActive = new AtomicInteger();
+
 	public GatedBackend(String name, long size) {
 		this.name = name;
 		this.size = size;
@@ -57,11 +61,17 @@ public final class GatedBackend implements ExportBackend {
 		return this.startedOffsets;
 	}
 
+	/** Most reads and writes that were in the backend at the same time. */
+	public int maxConcurrent() {
+		return this.maxActive.get();
+	}
+
 	public List<String> events() {
 		return this.events;
 	}
 
 	private void pass(long offset) {
+		this.maxActive.accumulateAndGet(this.active.incrementAndGet(), Math::max);
 		this.startedOffsets.add(offset);
 		this.started.incrementAndGet();
 		try {
@@ -71,6 +81,9 @@ public final class GatedBackend implements ExportBackend {
 		}
 		catch (InterruptedException ex) {
 			Thread.currentThread().interrupt();
+		}
+		finally {
+			this.active.decrementAndGet();
 		}
 	}
 

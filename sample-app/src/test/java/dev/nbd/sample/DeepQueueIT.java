@@ -19,21 +19,21 @@ import static org.assertj.core.api.Assertions.assertThat;
  * Thousands of small READs queued on the memory export while the replies are backed up: a
  * backend that completes on the network thread must not make the server drain its queue by
  * recursion (one stack frame set per request), or the connection dies of a StackOverflowError.
- * The app runs with a 256 KiB thread stack, so recursion over a few hundred requests is enough
+ * The app runs with a 180 KiB thread stack, so recursion over a few hundred requests is enough
  * to fail every time.
  */
 class DeepQueueIT {
 
-	private static final int READS = 20_000;
+	private static final int READS = 60_000;
 
-	private static final int LENGTH = 1024;
+	private static final int LENGTH = 512;
 
 	@TempDir
 	Path data;
 
 	@Test
 	void thousandsOfQueuedSmallReadsAreAllAnswered() throws Exception {
-		try (SampleAppProcess app = SampleAppProcess.startWithJvmOptions(this.data, List.of("-Xss256k"));
+		try (SampleAppProcess app = SampleAppProcess.startWithJvmOptions(this.data, List.of("-Xss180k"));
 				RawNbdClient client = RawNbdClient.connect(app.nbdPort(), "mem")) {
 			client.socket().setSoTimeout(60_000);
 			// All requests in one write from another thread (the server stops reading while its

@@ -58,12 +58,15 @@ class GracefulShutdownIT {
 		SampleAppProcess app = SampleAppProcess.startWrapped(this.data,
 				List.of(strace.toString(), "-f", "--seccomp-bpf", "-ttt", "-y", "-e", "trace=fdatasync,fsync", "-o",
 						trace.toString()),
-				"--spring.lifecycle.timeout-per-shutdown-phase=" + PHASE_TIMEOUT.toSeconds() + "s");
+				"--spring.lifecycle.timeout-per-shutdown-phase=" + PHASE_TIMEOUT.toSeconds() + "s",
+				// The negotiating client waits through the whole test.
+				"--nbd.server.handshake-timeout=10m");
 		SoftAssertions softly = new SoftAssertions();
 		double signalledAt;
 		int exitCode;
 		try (RawNbdClient reader = RawNbdClient.connect(app.nbdPort(), "disk");
 				RawNbdClient negotiating = RawNbdClient.connect(app.nbdPort())) {
+			reader.socket().setSoTimeout(120_000);
 			// 16 MiB written (answered, never flushed by the client), then read back in 16 READs
 			// the client does not read yet: their replies back up in the server.
 			byte[] block = new byte[MIB];
@@ -84,7 +87,7 @@ class GracefulShutdownIT {
 				.isTrue();
 			softly.assertThat(optionReplyType(negotiating)).as("LIST from a client still negotiating")
 				.isEqualTo(NbdProtocol.REP_ERR_SHUTDOWN);
-			softly.assertThat(reads.receive(reader).answered()).as("READs answered whole").isEqualTo(16);
+			softly.assertThat(reads.receive(reader).answered()).as("READs answered whole\n%s", app.log()).isEqualTo(16);
 			softly.assertThat(reader.serverClosed()).as("closed after the last reply").isTrue();
 			exitCode = exit.get(PHASE_TIMEOUT.plusSeconds(60).toSeconds(), TimeUnit.SECONDS);
 		}

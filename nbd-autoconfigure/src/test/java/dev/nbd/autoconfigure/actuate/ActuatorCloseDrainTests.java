@@ -6,11 +6,11 @@ import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.time.Duration;
 
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
-import org.springframework.beans.factory.annotation.Autowired;
-import org.springframework.boot.test.web.server.LocalServerPort;
+import org.springframework.context.ConfigurableApplicationContext;
 
-import dev.nbd.autoconfigure.LocalNbdServerPort;
 import dev.nbd.server.NbdConnection;
 import dev.nbd.server.NbdServer;
 import dev.nbd.testsupport.PipelinedReads;
@@ -23,19 +23,31 @@ import static org.awaitility.Awaitility.await;
  * {@code DELETE /actuator/nbd/{export}/{connection}} closes a connection cleanly: a client that
  * reads its replies at an ordinary pace gets every one of them whole before the socket ends.
  */
-@ObservabilityTest
 class ActuatorCloseDrainTests {
 
 	private static final int MIB = 1024 * 1024;
 
-	@LocalServerPort
-	int httpPort;
+	private ConfigurableApplicationContext context;
 
-	@LocalNbdServerPort
-	int nbdPort;
+	private int httpPort;
 
-	@Autowired
-	NbdServer server;
+	private int nbdPort;
+
+	private NbdServer server;
+
+	/** The application of its own: 16 MiB read from {@code mem} must not show in other tests' counters. */
+	@BeforeEach
+	void start() {
+		this.context = ObservabilityTestApplication.startAlone();
+		this.httpPort = ObservabilityTestApplication.httpPort(this.context);
+		this.nbdPort = ObservabilityTestApplication.nbdPort(this.context);
+		this.server = this.context.getBean(NbdServer.class);
+	}
+
+	@AfterEach
+	void stop() {
+		this.context.close();
+	}
 
 	@Test
 	void closedConnectionGetsEveryReplyWhole() throws Exception {

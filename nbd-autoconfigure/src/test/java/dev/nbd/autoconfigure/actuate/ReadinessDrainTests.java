@@ -11,7 +11,6 @@ import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
-import org.springframework.boot.builder.SpringApplicationBuilder;
 import org.springframework.context.ConfigurableApplicationContext;
 import tools.jackson.databind.JsonNode;
 import tools.jackson.databind.json.JsonMapper;
@@ -41,20 +40,12 @@ class ReadinessDrainTests {
 
 	private NbdServer server;
 
-	/**
-	 * The observability application of its own (the test closes it, which a context cached
-	 * for other test classes must not be), with the properties of {@link ObservabilityTest}.
-	 */
+	/** The application of its own: the test closes it. */
 	@BeforeEach
 	void start() {
-		this.context = new SpringApplicationBuilder(ObservabilityTestApplication.class).registerShutdownHook(false)
-			.properties("server.port=0", "nbd.server.port=0", "management.endpoints.web.exposure.include=health,nbd",
-					"management.endpoint.health.probes.enabled=true",
-					"management.endpoint.health.group.readiness.include=readinessState,nbd",
-					"management.endpoint.health.group.readiness.show-components=always")
-			.run();
-		this.httpPort = this.context.getEnvironment().getRequiredProperty("local.server.port", Integer.class);
-		this.nbdPort = this.context.getEnvironment().getRequiredProperty("local.nbd.server.port", Integer.class);
+		this.context = ObservabilityTestApplication.startAlone();
+		this.httpPort = ObservabilityTestApplication.httpPort(this.context);
+		this.nbdPort = ObservabilityTestApplication.nbdPort(this.context);
 		this.gate = this.context.getBean(ObservabilityTestApplication.Gate.class);
 		this.server = this.context.getBean(NbdServer.class);
 	}
