@@ -98,7 +98,8 @@ public final class SampleAppProcess implements AutoCloseable {
 			Path log = dataDir.resolve("sample-app-" + nbdPort + "-" + System.nanoTime() + ".log");
 			Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
 			SampleAppProcess app = new SampleAppProcess(p, !wrapper.isEmpty(), nbdPort, httpPort, log);
-			app.awaitPort(Duration.ofSeconds(60));
+			// Generous: a loaded CI machine has taken over a minute to start the app.
+			app.awaitPort(Duration.ofMinutes(3));
 			return app;
 		}
 		catch (IOException ex) {
