@@ -161,13 +161,15 @@ class GracefulShutdownLifecycleTests {
 	@Test
 	void closeWaitsForAClientReadingItsRepliesAtAnOrdinaryPace() throws Exception {
 		NbdServer server = start();
-		try (RawNbdClient client = RawNbdClient.connect(server.port(), "mem")) {
+		try (RawNbdClient client = PipelinedReads.smallWindowClient(server.port(), "mem")) {
 			PipelinedReads reads = sixteenReads(client);
-			// Replies are backed up (16 MiB, far more than the socket buffers) when the drain begins.
-			await().atMost(PATIENCE).until(() -> bytesRead(server) > 0);
+			// All received, replies backed up (16 MiB, far more than the socket buffers) when the
+			// drain begins.
+			await().atMost(PATIENCE).until(() -> requests(server) == 16 && bytesRead(server) > 0);
 			CompletableFuture<Void> closed = closeInBackground(server);
+			reads.receiveWithAPause(client, 14, () -> inFlight(server) == 0);
 			// Each whole: with its data, or NBD_ESHUTDOWN for one the server had not read yet.
-			assertThat(reads.receive(client).answered()).as("complete replies").isEqualTo(16);
+			assertThat(reads.answered()).as("complete replies").isEqualTo(16);
 			assertThat(client.serverClosed()).isTrue();
 			closed.get(PATIENCE.toSeconds(), TimeUnit.SECONDS);
 		}
@@ -231,6 +233,10 @@ class GracefulShutdownLifecycleTests {
 
 	private static int inFlight(NbdServer server) {
 		return server.connections().stream().mapToInt(NbdConnection::inFlight).sum();
+	}
+
+	private static long requests(NbdServer server) {
+		return server.connections().stream().mapToLong(NbdConnection::requests).sum();
 	}
 
 	private static long bytesRead(NbdServer server) {

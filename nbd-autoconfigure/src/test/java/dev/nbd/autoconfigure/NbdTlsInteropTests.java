@@ -16,6 +16,7 @@ import org.springframework.boot.test.context.runner.ApplicationContextRunner;
 import org.springframework.boot.test.system.CapturedOutput;
 import org.springframework.boot.test.system.OutputCaptureExtension;
 
+import dev.nbd.autoconfigure.actuate.NbdEndpoint;
 import dev.nbd.server.NbdConnection;
 import dev.nbd.server.NbdServer;
 import dev.nbd.testsupport.ExternalTool;
@@ -100,6 +101,30 @@ class NbdTlsInteropTests {
 					"driver=nbd,host=127.0.0.1,port=" + port + ",export=mem,tls-creds=tls0");
 			qemu.assertSuccess();
 			assertThat(qemu.stdout()).contains("virtual size: 16 MiB");
+
+			// The actuator endpoint shows a live connection's certificate subject.
+			Process held = Processes
+				.builder(List.of("nbdsh", "-c", "import sys\nh.set_uri_allow_local_file(True)\nh.connect_uri('" + tlsUri(port, withCert)
+						+ "')\nprint('ready', flush=True)\nsys.stdin.read()\n"))
+				.redirectError(ProcessBuilder.Redirect.INHERIT)
+				.start();
+			try {
+				java.io.BufferedReader out = new java.io.BufferedReader(
+						new java.io.InputStreamReader(held.getInputStream(), java.nio.charset.StandardCharsets.UTF_8));
+				assertThat(out.readLine()).isEqualTo("ready");
+				NbdServer server = context.getBean(NbdServer.class);
+				await().atMost(TIMEOUT).until(() -> !server.connections().isEmpty());
+				assertThat(new NbdEndpoint(server).nbd().connections()).anySatisfy((c) -> {
+					assertThat(c.tls()).isTrue();
+					assertThat(c.tlsSubject()).isEqualTo(TestPki.CLIENT_SUBJECT);
+				});
+			}
+			finally {
+				held.getOutputStream().close();
+				if (!held.waitFor(60, java.util.concurrent.TimeUnit.SECONDS)) {
+					held.destroyForcibly();
+				}
+			}
 
 			// Every client that got in did so over TLS, with the client certificate's subject known.
 			assertThat(listener.opened()).hasSizeGreaterThanOrEqualTo(3).allSatisfy((c) -> {

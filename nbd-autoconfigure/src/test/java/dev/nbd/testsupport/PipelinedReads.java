@@ -5,11 +5,15 @@ import java.io.IOException;
 import java.net.SocketException;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.time.Duration;
+import java.util.function.BooleanSupplier;
 import java.util.function.LongToIntFunction;
 
 import dev.nbd.protocol.NbdError;
+import dev.nbd.protocol.NbdProtocol;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 /**
  * READs sent back to back on a {@link RawNbdClient} (simple replies), and their replies counted
@@ -22,6 +26,8 @@ public final class PipelinedReads {
 
 	private final LongToIntFunction expected;
 
+	private int length;
+
 	private int data;
 
 	private int shutdown;
@@ -31,12 +37,22 @@ public final class PipelinedReads {
 		this.expected = expected;
 	}
 
-	/** Sends {@code count} READs of {@code length} bytes at consecutive offsets from 0. */
+	/**
+	 * Sends {@code count} READs of {@code length} bytes at consecutive offsets from 0, all in one
+	 * write, so the server receives them together (cookies 1 to {@code count}; nothing else may
+	 * be sent on the client before their replies are in).
+	 */
 	public PipelinedReads send(RawNbdClient client, int count, int length) throws IOException {
+		java.io.ByteArrayOutputStream requests = new java.io.ByteArrayOutputStream();
 		for (int i = 0; i < count; i++) {
 			long offset = (long) i * length;
-			this.offsets.put(client.sendRead(offset, length), offset);
+			long cookie = i + 1;
+			requests.writeBytes(RawNbdClient.request(0, NbdProtocol.CMD_READ, cookie, offset, length));
+			this.offsets.put(cookie, offset);
 		}
+		this.length = length;
+		client.output().write(requests.toByteArray());
+		client.output().flush();
 		return this;
 	}
 
@@ -45,9 +61,14 @@ public final class PipelinedReads {
 	 * until all arrived or the server ended the stream.
 	 */
 	public PipelinedReads receive(RawNbdClient client) throws IOException {
+		return receive(client, this.offsets.size());
+	}
+
+	/** As {@link #receive(RawNbdClient)}, stopping once {@code total} replies have arrived. */
+	public PipelinedReads receive(RawNbdClient client, int total) throws IOException {
 		try {
-			for (int i = this.data + this.shutdown; i < this.offsets.size(); i++) {
-				RawNbdClient.Reply reply = client.receive();
+			for (int i = this.data + this.shutdown; i < Math.min(total, this.offsets.size()); i++) {
+				RawNbdClient.Reply reply = client.readReply(this.length);
 				Long offset = this.offsets.get(reply.cookie());
 				assertThat(offset).as("reply to cookie %d", reply.cookie()).isNotNull();
 				if (reply.error() == NbdError.ESHUTDOWN.code()) {
@@ -66,6 +87,34 @@ public final class PipelinedReads {
 			// Cut off: the counts say how far it got.
 		}
 		return this;
+	}
+
+	/**
+	 * Receives like a client that pauses once: {@code before} replies, then nothing until the
+	 * server has handed it every reply ({@code allHandedOver}, e.g. nothing in flight on the
+	 * connection), then the rest. With a {@link #smallWindowClient} and the last replies small
+	 * enough to be all handed over, a server that closes as soon as nothing is in flight cuts off
+	 * what still waits in its buffers.
+	 */
+	public PipelinedReads receiveWithAPause(RawNbdClient client, int before, BooleanSupplier allHandedOver)
+			throws IOException {
+		receive(client, before);
+		await().atMost(Duration.ofSeconds(60)).until(allHandedOver::getAsBoolean);
+		return receive(client);
+	}
+
+	/** Attaches to {@code export} with a 64 KiB receive buffer: what the client has not read stays in the server. */
+	public static RawNbdClient smallWindowClient(int port, String export) throws IOException {
+		RawNbdClient client = RawNbdClient.connect(port, 64 * 1024);
+		try {
+			client.handshake();
+			client.go(export);
+			return client;
+		}
+		catch (IOException | RuntimeException ex) {
+			client.close();
+			throw ex;
+		}
 	}
 
 	/** READs sent. */

@@ -51,14 +51,15 @@ class ActuatorCloseDrainTests {
 
 	@Test
 	void closedConnectionGetsEveryReplyWhole() throws Exception {
-		try (RawNbdClient client = RawNbdClient.connect(this.nbdPort, "mem")) {
+		try (RawNbdClient client = PipelinedReads.smallWindowClient(this.nbdPort, "mem")) {
 			String remote = "127.0.0.1:" + client.socket().getLocalPort();
 			PipelinedReads reads = new PipelinedReads((offset) -> 0).send(client, 16, MIB);
-			// Replies are backed up (16 MiB, far more than the socket buffers) when the close comes.
+			// All received, replies backed up (16 MiB, far more than the socket buffers) when the
+			// close comes.
 			NbdConnection connection = await().atMost(Duration.ofSeconds(60))
 				.until(() -> this.server.connections()
 					.stream()
-					.filter((c) -> c.remote().equals(remote) && c.bytesRead() > 0)
+					.filter((c) -> c.remote().equals(remote) && c.requests() == 16 && c.bytesRead() > 0)
 					.findFirst()
 					.orElse(null), (c) -> c != null);
 			HttpResponse<String> response = HttpClient.newHttpClient()
@@ -68,8 +69,9 @@ class ActuatorCloseDrainTests {
 					.timeout(Duration.ofSeconds(30))
 					.build(), HttpResponse.BodyHandlers.ofString());
 			assertThat(response.statusCode()).isEqualTo(200);
+			reads.receiveWithAPause(client, 14, () -> connection.inFlight() == 0);
 			// Each whole: with its data, or NBD_ESHUTDOWN for one the server had not read yet.
-			assertThat(reads.receive(client).answered()).as("complete replies").isEqualTo(16);
+			assertThat(reads.answered()).as("complete replies").isEqualTo(16);
 			assertThat(client.serverClosed()).isTrue();
 		}
 	}
