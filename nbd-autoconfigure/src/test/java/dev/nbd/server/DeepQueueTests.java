@@ -1,10 +1,6 @@
 package dev.nbd.server;
 
-import java.io.ByteArrayOutputStream;
-import java.io.EOFException;
 import java.io.IOException;
-import java.io.UncheckedIOException;
-import java.net.SocketException;
 import java.nio.ByteBuffer;
 import java.time.Duration;
 import java.util.List;
@@ -19,6 +15,7 @@ import org.slf4j.LoggerFactory;
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.PipelinedReads;
 import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -57,39 +54,17 @@ class DeepQueueTests {
 		try (RawNbdClient client = RawNbdClient.connect(server.port(), "mem")) {
 			client.socket().setSoTimeout(120_000);
 			warmUp(client);
-			ByteArrayOutputStream requests = new ByteArrayOutputStream();
-			for (int i = 0; i < READS; i++) {
-				requests.writeBytes(RawNbdClient.request(0, NbdProtocol.CMD_READ, i + 1, (long) i * LENGTH, LENGTH));
-			}
-			// All requests at once from another thread (the server stops reading while its replies
-			// are backed up, so the write may block until we read).
-			CompletableFuture<Void> sent = CompletableFuture.runAsync(() -> {
-				try {
-					client.output().write(requests.toByteArray());
-					client.output().flush();
-				}
-				catch (IOException ex) {
-					throw new UncheckedIOException(ex);
-				}
-			});
+			// All requests at once from another thread: the server stops reading while its replies
+			// are backed up, so the write may block until we read.
+			PipelinedReads reads = new PipelinedReads((offset) -> 0);
+			CompletableFuture<Void> sent = reads.sendInBackground(client, READS, LENGTH);
 			// Nobody reads the replies: they back up until the server stops dispatching, and the
 			// requests decoded meanwhile (thousands, from one socket read) wait in its queue.
 			await().atMost(Duration.ofSeconds(60)).until(() -> {
 				NbdConnection c = server.connections().iterator().next();
 				return !c.channel().isWritable() && c.inFlight() > 1;
 			});
-			int answered = 0;
-			try {
-				while (answered < READS) {
-					RawNbdClient.Reply reply = client.readReply(LENGTH);
-					assertThat(reply.error()).as("error of READ %d", reply.cookie()).isZero();
-					answered++;
-				}
-			}
-			catch (EOFException | SocketException ex) {
-				// Connection lost: the count shows where.
-			}
-			assertThat(answered).as("READs answered").isEqualTo(READS);
+			assertThat(reads.receive(client).data()).as("READs answered").isEqualTo(READS);
 			sent.get(60, TimeUnit.SECONDS);
 			assertThat(maxDepth.get()).as("stack depth at the backend").isLessThan(MAX_DEPTH);
 		}

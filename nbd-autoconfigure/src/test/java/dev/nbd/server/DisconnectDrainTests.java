@@ -76,9 +76,10 @@ class DisconnectDrainTests {
 
 	@Test
 	void discAfterSixteenPipelinedReadsAnswersAllSixteen() throws Exception {
-		try (RawNbdClient client = RawNbdClient.connect(this.server.port(), "mem")) {
-			PipelinedReads reads = new PipelinedReads(DisconnectDrainTests::expected).send(client, 16, MIB);
-			client.send(NbdProtocol.CMD_DISC, 0, 0, null);
+		try (RawNbdClient client = PipelinedReads.smallWindowClient(this.server.port(), "mem")) {
+			// In one write: the server receives the DISC while most replies still wait to be sent.
+			PipelinedReads reads = new PipelinedReads(DisconnectDrainTests::expected).sendThenDisconnect(client, 16,
+					MIB);
 			// Every READ came before the DISC: each is served with its data.
 			assertThat(reads.receive(client).data()).as("complete replies").isEqualTo(16);
 			assertThat(client.serverClosed()).isTrue();

@@ -2,8 +2,10 @@ package dev.nbd.testsupport;
 
 import java.io.EOFException;
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.net.SocketException;
 import java.util.LinkedHashMap;
+import java.util.concurrent.CompletableFuture;
 import java.util.Map;
 import java.time.Duration;
 import java.util.function.BooleanSupplier;
@@ -43,6 +45,36 @@ public final class PipelinedReads {
 	 * be sent on the client before their replies are in).
 	 */
 	public PipelinedReads send(RawNbdClient client, int count, int length) throws IOException {
+		write(client, requests(count, length));
+		return this;
+	}
+
+	/** As {@link #send}, with NBD_CMD_DISC right after the READs, in the same write. */
+	public PipelinedReads sendThenDisconnect(RawNbdClient client, int count, int length) throws IOException {
+		java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+		bytes.writeBytes(requests(count, length));
+		bytes.writeBytes(RawNbdClient.request(0, NbdProtocol.CMD_DISC, 0, 0, 0));
+		write(client, bytes.toByteArray());
+		return this;
+	}
+
+	/**
+	 * As {@link #send}, writing from another thread: for more requests than the socket buffers
+	 * hold while the server, its replies unread, has stopped reading.
+	 */
+	public CompletableFuture<Void> sendInBackground(RawNbdClient client, int count, int length) {
+		byte[] requests = requests(count, length);
+		return CompletableFuture.runAsync(() -> {
+			try {
+				write(client, requests);
+			}
+			catch (IOException ex) {
+				throw new UncheckedIOException(ex);
+			}
+		});
+	}
+
+	private byte[] requests(int count, int length) {
 		java.io.ByteArrayOutputStream requests = new java.io.ByteArrayOutputStream();
 		for (int i = 0; i < count; i++) {
 			long offset = (long) i * length;
@@ -51,9 +83,12 @@ public final class PipelinedReads {
 			this.offsets.put(cookie, offset);
 		}
 		this.length = length;
-		client.output().write(requests.toByteArray());
+		return requests.toByteArray();
+	}
+
+	private static void write(RawNbdClient client, byte[] requests) throws IOException {
+		client.output().write(requests);
 		client.output().flush();
-		return this;
 	}
 
 	/**

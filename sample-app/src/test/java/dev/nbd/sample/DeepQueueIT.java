@@ -1,6 +1,5 @@
 package dev.nbd.sample;
 
-import java.io.ByteArrayOutputStream;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -17,6 +16,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.sample.support.SampleAppProcess;
+import dev.nbd.testsupport.PipelinedReads;
 import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -48,19 +48,10 @@ class DeepQueueIT {
 			// All requests in one write from another thread (the server stops reading while its
 			// replies are backed up, so the write may block until we read); replies are read only
 			// once the requests are out or stuck, so thousands wait in the server's queue.
-			ByteArrayOutputStream requests = new ByteArrayOutputStream();
-			for (int i = 0; i < READS; i++) {
-				requests.writeBytes(RawNbdClient.request(0, NbdProtocol.CMD_READ, i + 1, (long) i * LENGTH, LENGTH));
-			}
-			CompletableFuture<Void> sent = CompletableFuture.runAsync(() -> {
-				try {
-					client.output().write(requests.toByteArray());
-					client.output().flush();
-				}
-				catch (java.io.IOException ex) {
-					throw new java.io.UncheckedIOException(ex);
-				}
-			});
+			// All requests at once from another thread: the server stops reading while its replies
+			// are backed up, so the write may block until we read.
+			PipelinedReads reads = new PipelinedReads((offset) -> 0);
+			CompletableFuture<Void> sent = reads.sendInBackground(client, READS, LENGTH);
 			// Nobody reads the replies: they back up until the server stops dispatching, and the
 			// requests decoded meanwhile (thousands, from one socket read) wait in its queue, as the
 			// actuator shows.
@@ -72,18 +63,7 @@ class DeepQueueIT {
 				.until(() -> IN_FLIGHT.matcher(http.send(nbd, HttpResponse.BodyHandlers.ofString()).body())
 					.results()
 					.anyMatch((m) -> Integer.parseInt(m.group(1)) > 1));
-			int answered = 0;
-			try {
-				while (answered < READS) {
-					RawNbdClient.Reply reply = client.readReply(LENGTH);
-					assertThat(reply.error()).as("error of READ %d", reply.cookie()).isZero();
-					answered++;
-				}
-			}
-			catch (java.io.EOFException | java.net.SocketException ex) {
-				// Connection lost: the count shows where.
-			}
-			assertThat(answered).as("READs answered\n" + tail(app.log())).isEqualTo(READS);
+			assertThat(reads.receive(client).data()).as("READs answered\n" + tail(app.log())).isEqualTo(READS);
 			sent.get(60, TimeUnit.SECONDS);
 			assertThat(client.call(NbdProtocol.CMD_READ, 0, 4096, null).error()).isZero();
 			assertThat(app.log()).doesNotContain("StackOverflowError");
