@@ -19,6 +19,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.springframework.boot.WebApplicationType;
 import org.springframework.boot.autoconfigure.ImportAutoConfiguration;
+import org.springframework.boot.autoconfigure.context.LifecycleAutoConfiguration;
 import org.springframework.boot.autoconfigure.ssl.SslAutoConfiguration;
 import org.springframework.boot.builder.SpringApplicationBuilder;
 import org.springframework.boot.test.system.CapturedOutput;
@@ -243,8 +244,11 @@ class GracefulShutdownLifecycleTests {
 		return server.connections().stream().mapToLong(NbdConnection::bytesRead).sum();
 	}
 
+	// LifecycleAutoConfiguration applies spring.lifecycle.timeout-per-shutdown-phase to the
+	// context's lifecycle processor (else it waits 10s for NBD and closes the context meanwhile).
 	@Configuration(proxyBeanMethods = false)
-	@ImportAutoConfiguration({ NbdServerAutoConfiguration.class, SslAutoConfiguration.class })
+	@ImportAutoConfiguration({ LifecycleAutoConfiguration.class, NbdServerAutoConfiguration.class,
+			SslAutoConfiguration.class })
 	static class StuckWriteApp {
 
 		@Bean
@@ -333,8 +337,11 @@ class GracefulShutdownLifecycleTests {
 
 	}
 
+	// LifecycleAutoConfiguration applies spring.lifecycle.timeout-per-shutdown-phase to the
+	// context's lifecycle processor (else it waits 10s for NBD and closes the context meanwhile).
 	@Configuration(proxyBeanMethods = false)
-	@ImportAutoConfiguration({ NbdServerAutoConfiguration.class, SslAutoConfiguration.class })
+	@ImportAutoConfiguration({ LifecycleAutoConfiguration.class, NbdServerAutoConfiguration.class,
+			SslAutoConfiguration.class })
 	static class App {
 
 		static int pattern(long offset) {
