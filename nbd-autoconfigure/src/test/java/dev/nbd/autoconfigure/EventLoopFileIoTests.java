@@ -18,8 +18,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 /**
  * {@code nbd.exports.<name>.event-loop-io=true} (the mode the benchmark uses): reads and plain
- * writes run on the network threads; FUA writes and FLUSH still reach the disk through a backend
- * sync before their reply.
+ * writes run on the network threads; FLUSH still reaches the disk through a backend sync before
+ * its reply, and FUA writes are made durable (natively, or by a sync) before theirs.
  */
 class EventLoopFileIoTests {
 
@@ -52,7 +52,10 @@ class EventLoopFileIoTests {
 					long syncs = export.backendSyncs();
 					client.sendRequest(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_WRITE, 99, 12 * MIB, fua.length, fua);
 					assertThat(client.readSimpleReply().error()).isZero();
-					assertThat(export.backendSyncs()).as("a sync before the FUA reply").isGreaterThan(syncs);
+					// Native FUA (an O_DSYNC write, FlushDurabilityIT sees it under strace) or a sync after it.
+					if (!export.backend().canFua()) {
+						assertThat(export.backendSyncs()).as("a sync before the FUA reply").isGreaterThan(syncs);
+					}
 					syncs = export.backendSyncs();
 					long flushes = export.flushRequests();
 					assertThat(client.call(NbdProtocol.CMD_FLUSH, 0, 0, null).error()).isZero();
