@@ -21,6 +21,8 @@ import dev.nbd.server.MultiConnMode;
 import dev.nbd.server.NbdServer;
 import dev.nbd.server.NbdServerConfig;
 import dev.nbd.server.NbdServerListener;
+import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -147,6 +149,57 @@ class NbdServerAutoConfigurationTests {
 				assertThat(config.drainTimeout()).hasSeconds(3);
 				assertThat(config.busyPoll()).isEqualTo(java.time.Duration.ofNanos(50_000));
 				assertThat(context.getBean(NbdServer.class).transport()).isEqualTo(dev.nbd.server.Transport.NIO);
+			});
+	}
+
+	@Test
+	void everyServerPropertyReachesTheServer() {
+		this.runner
+			.withPropertyValues("nbd.server.address=127.0.0.2", "nbd.server.max-payload=1MB", "nbd.server.max-in-flight-bytes=3MB",
+					"nbd.server.idle-timeout=7m", "nbd.server.write-stall-timeout=45s", "nbd.server.event-loop-threads=3",
+					"nbd.server.worker-threads=5", "nbd.server.default-export=two", "nbd.server.send-buffer-size=256KB",
+					"nbd.exports.one.type=memory", "nbd.exports.one.size=1MB", "nbd.exports.two.type=memory",
+					"nbd.exports.two.size=2MB")
+			.run((context) -> {
+				NbdServer server = context.getBean(NbdServer.class);
+				NbdServerConfig config = server.config();
+				assertThat(config.address()).isEqualTo("127.0.0.2");
+				assertThat(config.maxInFlightBytes()).isEqualTo(3L * 1024 * 1024);
+				assertThat(config.idleTimeout()).hasMinutes(7);
+				assertThat(config.writeStallTimeout()).hasSeconds(45);
+				assertThat(config.eventLoopThreads()).isEqualTo(3);
+				assertThat(config.workerThreads()).isEqualTo(5);
+				assertThat(config.defaultExport()).isEqualTo("two");
+				assertThat(config.sendBufferSize()).isEqualTo(256 * 1024);
+				// Listening where asked.
+				try (java.net.Socket socket = new java.net.Socket("127.0.0.2", server.port())) {
+					socket.setSoTimeout(10_000);
+					assertThat(new java.io.DataInputStream(socket.getInputStream()).readLong())
+						.isEqualTo(NbdProtocol.NBDMAGIC);
+				}
+				catch (IOException ex) {
+					throw new java.io.UncheckedIOException(ex);
+				}
+				assertThat(server.isRunning()).isTrue();
+			});
+	}
+
+	@Test
+	void aPerExportAllowListAdmitsTheAddressesItNames() {
+		this.runner
+			.withPropertyValues("nbd.exports.open.type=memory", "nbd.exports.open.size=1MB",
+					"nbd.exports.open.allowed-addresses=127.0.0.1/32,::1", "nbd.exports.shut.type=memory",
+					"nbd.exports.shut.size=1MB", "nbd.exports.shut.allowed-addresses=192.0.2.0/24")
+			.run((context) -> {
+				int port = context.getBean(NbdServer.class).port();
+				try (RawNbdClient client = RawNbdClient.connect(port, "open")) {
+					assertThat(client.call(NbdProtocol.CMD_READ, 0, 4096, null).error()).isZero();
+				}
+				try (RawNbdClient client = RawNbdClient.connect(port)) {
+					client.handshake();
+					assertThat(client.request(NbdProtocol.OPT_GO, RawNbdClient.goData("shut")).type())
+						.isEqualTo(NbdProtocol.REP_ERR_POLICY);
+				}
 			});
 	}
 

@@ -8,11 +8,15 @@ import java.util.List;
 
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 import org.springframework.boot.autoconfigure.AutoConfigurations;
 import org.springframework.boot.autoconfigure.ssl.SslAutoConfiguration;
 import org.springframework.boot.test.context.runner.ApplicationContextRunner;
+import org.springframework.boot.test.system.CapturedOutput;
+import org.springframework.boot.test.system.OutputCaptureExtension;
 
+import dev.nbd.autoconfigure.actuate.NbdEndpoint;
 import dev.nbd.server.NbdConnection;
 import dev.nbd.server.NbdServer;
 import dev.nbd.testsupport.ExternalTool;
@@ -23,12 +27,14 @@ import dev.nbd.testsupport.RecordingListener;
 import dev.nbd.testsupport.TestPki;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 /**
  * TLS from a Spring Boot SSL bundle against real clients: libnbd's {@code nbdinfo}/{@code nbdsh}
  * ({@code nbds://…?tls-certificates=DIR}) and qemu's {@code tls-creds-x509}, with certificates
  * made by the {@code openssl} CLI.
  */
+@ExtendWith(OutputCaptureExtension.class)
 class NbdTlsInteropTests {
 
 	private static final Duration TIMEOUT = Duration.ofSeconds(60);
@@ -42,11 +48,23 @@ class NbdTlsInteropTests {
 
 	static Path withoutCert;
 
+	static Path untrustedClient;
+
 	@BeforeAll
 	static void pki() {
 		pki = TestPki.create(dir.resolve("pki"));
 		withCert = pki.clientDir(dir.resolve("client"), true);
 		withoutCert = pki.clientDir(dir.resolve("anonymous"), false);
+		// Our CA to check the server, a certificate and key issued by another CA to present.
+		TestPki other = TestPki.create(dir.resolve("other-pki"));
+		untrustedClient = pki.clientDir(dir.resolve("untrusted"), false);
+		try {
+			java.nio.file.Files.copy(other.clientCert(), untrustedClient.resolve("client-cert.pem"));
+			java.nio.file.Files.copy(other.clientKey(), untrustedClient.resolve("client-key.pem"));
+		}
+		catch (java.io.IOException ex) {
+			throw new java.io.UncheckedIOException(ex);
+		}
 	}
 
 	private ApplicationContextRunner runner(String... properties) {
@@ -84,6 +102,30 @@ class NbdTlsInteropTests {
 			qemu.assertSuccess();
 			assertThat(qemu.stdout()).contains("virtual size: 16 MiB");
 
+			// The actuator endpoint shows a live connection's certificate subject.
+			Process held = Processes
+				.builder(List.of("nbdsh", "-c", "import sys\nh.set_uri_allow_local_file(True)\nh.connect_uri('" + tlsUri(port, withCert)
+						+ "')\nprint('ready', flush=True)\nsys.stdin.read()\n"))
+				.redirectError(ProcessBuilder.Redirect.INHERIT)
+				.start();
+			try {
+				java.io.BufferedReader out = new java.io.BufferedReader(
+						new java.io.InputStreamReader(held.getInputStream(), java.nio.charset.StandardCharsets.UTF_8));
+				assertThat(out.readLine()).isEqualTo("ready");
+				NbdServer server = context.getBean(NbdServer.class);
+				await().atMost(TIMEOUT).until(() -> !server.connections().isEmpty());
+				assertThat(new NbdEndpoint(server).nbd().connections()).anySatisfy((c) -> {
+					assertThat(c.tls()).isTrue();
+					assertThat(c.tlsSubject()).isEqualTo(TestPki.CLIENT_SUBJECT);
+				});
+			}
+			finally {
+				held.getOutputStream().close();
+				if (!held.waitFor(60, java.util.concurrent.TimeUnit.SECONDS)) {
+					held.destroyForcibly();
+				}
+			}
+
 			// Every client that got in did so over TLS, with the client certificate's subject known.
 			assertThat(listener.opened()).hasSizeGreaterThanOrEqualTo(3).allSatisfy((c) -> {
 				assertThat(c.tls()).isTrue();
@@ -99,6 +141,14 @@ class NbdTlsInteropTests {
 			Result anonymous = Processes.run(TIMEOUT, "nbdinfo", tlsUri(port, withoutCert));
 			assertThat(anonymous.exitCode()).isNotZero();
 			assertThat(listener.awaitRefusals("tls_handshake", 1, Duration.ofSeconds(5))).isTrue();
+
+			// A client certificate from a CA the server does not trust fails the same way, and
+			// attaches nothing (the client itself trusts the server's CA).
+			int openedBefore = listener.opened().size();
+			Result untrusted = Processes.run(TIMEOUT, "nbdinfo", tlsUri(port, untrustedClient));
+			assertThat(untrusted.exitCode()).isNotZero();
+			assertThat(listener.awaitRefusals("tls_handshake", 2, Duration.ofSeconds(30))).isTrue();
+			assertThat(listener.opened()).hasSize(openedBefore);
 
 			// qemu in plaintext against a FORCEDTLS server is refused too.
 			Result qemuPlain = Processes.run(TIMEOUT, "qemu-img", "info", "--image-opts",
@@ -136,7 +186,8 @@ class NbdTlsInteropTests {
 	}
 
 	@Test
-	void rotatedCertificateAppliesToNewConnectionsWithoutRestart(@TempDir Path rotating) throws Exception {
+	void rotatedCertificateAppliesToNewConnectionsWithoutRestart(@TempDir Path rotating, CapturedOutput output)
+			throws Exception {
 		ExternalTool.require("nbdinfo");
 		TestPki own = TestPki.create(rotating);
 		Path client = own.clientDir(rotating.resolve("client"), true);
@@ -159,7 +210,10 @@ class NbdTlsInteropTests {
 					// A broken file (a rotation caught half-way) keeps the last good certificate
 					// and does not stop later rotations from being picked up.
 					java.nio.file.Files.writeString(own.serverCert(), "not a certificate");
-					Thread.sleep(1000);
+					// Only once the server has seen the broken file does "still the old certificate" mean
+					// anything: wait for its refusal to use it.
+					await().atMost(Duration.ofSeconds(30))
+						.until(() -> output.toString().contains("SSL bundle 'nbd' changed but cannot be used"));
 					try (RawNbdClient fresh = RawNbdClient.connect(port)) {
 						fresh.handshake();
 						assertThat(fresh.startTls().getSerialNumber()).isEqualTo(after);

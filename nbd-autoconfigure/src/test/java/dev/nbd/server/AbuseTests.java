@@ -392,11 +392,20 @@ class AbuseTests {
 		return Awaitility.await().atMost(Duration.ofMinutes(1)).pollInterval(Duration.ofMillis(10));
 	}
 
-	private static long usedDirectMemory(Channel channel) {
+	/**
+	 * Direct memory the channel's allocator holds, or Netty's own count of direct memory; fails
+	 * when neither is known, as the memory bound would then be checked against nothing.
+	 */
+	static long usedDirectMemory(Channel channel) {
 		if (channel.alloc() instanceof ByteBufAllocatorMetricProvider provider) {
 			return provider.metric().usedDirectMemory();
 		}
-		return 0;
+		long used = io.netty.util.internal.PlatformDependent.usedDirectMemory();
+		if (used < 0) {
+			throw new AssertionError("cannot measure direct memory: " + channel.alloc().getClass().getName()
+					+ " has no metrics and Netty does not count direct memory");
+		}
+		return used;
 	}
 
 	private static void closeQuietly(Socket s) {

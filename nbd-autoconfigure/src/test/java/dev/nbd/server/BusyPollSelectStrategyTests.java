@@ -1,9 +1,12 @@
 package dev.nbd.server;
 
+import java.lang.management.ManagementFactory;
+import java.lang.management.ThreadMXBean;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
@@ -17,6 +20,7 @@ import dev.nbd.testsupport.RawNbdClient;
 import io.netty.channel.SelectStrategy;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 /** Spin-then-block polling of the network threads ({@code nbd.server.busy-poll}). */
 class BusyPollSelectStrategyTests {
@@ -76,6 +80,43 @@ class BusyPollSelectStrategyTests {
 		assertThat(next(true)).isZero();
 		this.ready.set(2);
 		assertThat(next(true)).isEqualTo(2);
+	}
+
+	/**
+	 * The setting reaches the network threads: after one request, the thread serving the
+	 * connection keeps polling (burning CPU) with nothing to do, where a blocking one sleeps.
+	 */
+	@ParameterizedTest
+	@EnumSource(value = Transport.class, names = { "EPOLL", "NIO" })
+	void theNetworkThreadKeepsPollingAfterARequest(Transport transport) throws Exception {
+		ThreadMXBean threads = ManagementFactory.getThreadMXBean();
+		assertThat(threads.isThreadCpuTimeSupported()).isTrue();
+		NbdServer server = new NbdServer(NbdServerConfig.builder()
+			.port(0)
+			.transport(transport)
+			.eventLoopThreads(1)
+			.busyPoll(Duration.ofSeconds(60))
+			.build(), List.of(new MemoryBackend("mem", 1 << 20)), Map.of(), Map.of(), null);
+		server.start();
+		try (RawNbdClient client = RawNbdClient.connect(server.port(), "mem")) {
+			await().atMost(Duration.ofSeconds(30)).until(() -> !server.connections().isEmpty());
+			long thread = server.connections()
+				.iterator()
+				.next()
+				.channel()
+				.eventLoop()
+				.submit(() -> Thread.currentThread().getId())
+				.get(30, TimeUnit.SECONDS);
+			long before = threads.getThreadCpuTime(thread);
+			assertThat(client.call(NbdProtocol.CMD_READ, 0, 4096, null).error()).isZero();
+			// 200 ms of CPU with nothing to do: only a spinning loop gets there (a blocked one
+			// stays near zero); 60 s is an upper bound for a loaded machine.
+			await().atMost(Duration.ofSeconds(60))
+				.until(() -> threads.getThreadCpuTime(thread) - before >= Duration.ofMillis(200).toNanos());
+		}
+		finally {
+			server.stop();
+		}
 	}
 
 	@ParameterizedTest

@@ -1,8 +1,10 @@
 package dev.nbd.server;
 
+import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CyclicBarrier;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -13,7 +15,8 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 import dev.nbd.backend.MemoryBackend;
-import dev.nbd.testsupport.PipelinedNbdClient;
+import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -37,33 +40,37 @@ class SingleConnectionExportTest {
 		int clients = 16;
 		CyclicBarrier start = new CyclicBarrier(clients);
 		ExecutorService pool = Executors.newFixedThreadPool(clients);
-		List<PipelinedNbdClient> connected = new ArrayList<>();
+		List<RawNbdClient> open = new CopyOnWriteArrayList<>();
 		try {
-			List<Future<PipelinedNbdClient>> attempts = new ArrayList<>();
+			List<Future<RawNbdClient.OptionReply>> attempts = new ArrayList<>();
 			for (int i = 0; i < clients; i++) {
 				attempts.add(pool.submit(() -> {
-					start.await(10, TimeUnit.SECONDS);
-					try {
-						return PipelinedNbdClient.connect(this.server.port(), "solo");
-					}
-					catch (RuntimeException refused) {
-						return null;
-					}
+					RawNbdClient client = RawNbdClient.connect(this.server.port());
+					open.add(client);
+					client.handshake();
+					start.await(30, TimeUnit.SECONDS);
+					// The final reply to GO: ACK for the winner, the policy refusal for the others.
+					return client.request(NbdProtocol.OPT_GO, RawNbdClient.goData("solo"));
 				}));
 			}
-			for (Future<PipelinedNbdClient> f : attempts) {
-				PipelinedNbdClient c = f.get(30, TimeUnit.SECONDS);
-				if (c != null) {
-					connected.add(c);
-				}
+			List<RawNbdClient.OptionReply> replies = new ArrayList<>();
+			for (Future<RawNbdClient.OptionReply> f : attempts) {
+				replies.add(f.get(60, TimeUnit.SECONDS));
 			}
-			assertThat(connected).hasSize(1);
-			assertThat(this.server.export("solo").transmissionFlags() & dev.nbd.protocol.NbdProtocol.TFLAG_CAN_MULTI_CONN)
+			assertThat(replies).filteredOn((r) -> r.type() == NbdProtocol.REP_ACK).hasSize(1);
+			// Every other client was refused for this reason, not for any other failure.
+			assertThat(replies).filteredOn((r) -> r.type() != NbdProtocol.REP_ACK)
+				.hasSize(clients - 1)
+				.allSatisfy((r) -> {
+					assertThat(r.type()).isEqualTo(NbdProtocol.REP_ERR_POLICY);
+					assertThat(new String(r.data(), StandardCharsets.UTF_8)).contains("one connection at a time");
+				});
+			assertThat(this.server.export("solo").transmissionFlags() & NbdProtocol.TFLAG_CAN_MULTI_CONN)
 				.as("single never advertises CAN_MULTI_CONN")
 				.isZero();
 		}
 		finally {
-			connected.forEach(PipelinedNbdClient::close);
+			open.forEach(RawNbdClient::close);
 			pool.shutdownNow();
 		}
 	}

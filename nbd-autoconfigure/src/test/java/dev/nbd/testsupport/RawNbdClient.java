@@ -119,6 +119,19 @@ public final class RawNbdClient implements Closeable {
 		}
 	}
 
+	/** Whether a new connection to 127.0.0.1:{@code port} gets no greeting: refused, reset or closed at once. */
+	public static boolean refusesConnection(int port) throws IOException {
+		try (Socket s = new Socket()) {
+			s.connect(new InetSocketAddress("127.0.0.1", port), 5000);
+			s.setSoTimeout(10_000);
+			return s.getInputStream().read() == -1;
+		}
+		catch (SocketException ex) {
+			// Refused or reset.
+			return true;
+		}
+	}
+
 	/** Connects to 127.0.0.1:{@code port}, negotiates and attaches to {@code export} (simple replies). */
 	public static RawNbdClient connect(int port, String export) throws IOException {
 		return connect(port, export, false, false);

@@ -32,8 +32,10 @@ import static org.assertj.core.api.Assertions.assertThat;
  * have caused an {@code fdatasync}/{@code fsync} of the disk image between the client sending
  * the request and receiving its reply; a FUA write must have caused either that or a
  * {@code pwrite64} of its bytes through a descriptor of the image opened with {@code O_DSYNC}
- * (the kernel syncs such a write's range before the call returns). Then the server is killed
- * with SIGKILL (no shutdown hook, no final flush) and the bytes are read from the file directly.
+ * (the kernel syncs such a write's range before the call returns). Those system calls are what
+ * prove durability. Then the server is killed with SIGKILL (no shutdown hook, no final flush) and
+ * the bytes are read from the file directly, which only shows they reached the kernel: the page
+ * cache survives the death of a process, so they would be there without any sync.
  */
 class FlushDurabilityIT {
 

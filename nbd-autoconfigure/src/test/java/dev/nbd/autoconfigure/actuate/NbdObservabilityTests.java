@@ -94,6 +94,8 @@ class NbdObservabilityTests {
 			assertThat(memExport.get("flush").get("p99Ms").asDouble()).isPositive();
 			assertThat(memExport.get("flush").get("maxMs").asDouble()).isPositive();
 			assertThat(memExport.get("flushRequests").asLong()).isEqualTo(5);
+			// One after the other, each FLUSH needs a sync of its own: group commit has nothing to share.
+			assertThat(memExport.get("backendSyncs").asLong()).isEqualTo(5);
 			assertThat(memExport.get("bytesWritten").asLong()).isEqualTo(8192);
 			assertThat(memExport.get("bytesRead").asLong()).isEqualTo(4096);
 			assertThat(memExport.get("connections").asInt()).isZero();

@@ -2,6 +2,8 @@ package dev.nbd.autoconfigure.actuate;
 
 import org.springframework.boot.SpringBootConfiguration;
 import org.springframework.boot.autoconfigure.EnableAutoConfiguration;
+import org.springframework.boot.builder.SpringApplicationBuilder;
+import org.springframework.context.ConfigurableApplicationContext;
 import org.springframework.context.annotation.Bean;
 
 import dev.nbd.backend.ExportBackend;
@@ -16,6 +18,28 @@ import dev.nbd.testsupport.GatedBackend;
 @SpringBootConfiguration(proxyBeanMethods = false)
 @EnableAutoConfiguration
 class ObservabilityTestApplication {
+
+	/**
+	 * Runs the application on its own, with the properties of {@link ObservabilityTest}, for
+	 * tests that stop the server or disturb its counters (the context cached for the other
+	 * classes must not see that).
+	 */
+	static ConfigurableApplicationContext startAlone() {
+		return new SpringApplicationBuilder(ObservabilityTestApplication.class).registerShutdownHook(false)
+			.properties("server.port=0", "nbd.server.port=0", "management.endpoints.web.exposure.include=health,nbd",
+					"management.endpoint.health.probes.enabled=true",
+					"management.endpoint.health.group.readiness.include=readinessState,nbd",
+					"management.endpoint.health.group.readiness.show-components=always")
+			.run();
+	}
+
+	static int httpPort(ConfigurableApplicationContext context) {
+		return context.getEnvironment().getRequiredProperty("local.server.port", Integer.class);
+	}
+
+	static int nbdPort(ConfigurableApplicationContext context) {
+		return context.getEnvironment().getRequiredProperty("local.nbd.server.port", Integer.class);
+	}
 
 	@Bean
 	ExportBackend mem() {

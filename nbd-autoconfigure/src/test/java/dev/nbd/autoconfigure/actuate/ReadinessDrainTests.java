@@ -6,37 +6,55 @@ import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
-import org.springframework.beans.factory.annotation.Autowired;
-import org.springframework.boot.test.web.server.LocalServerPort;
-import org.springframework.test.annotation.DirtiesContext;
+import org.springframework.context.ConfigurableApplicationContext;
 import tools.jackson.databind.JsonNode;
 import tools.jackson.databind.json.JsonMapper;
 
-import dev.nbd.autoconfigure.LocalNbdServerPort;
 import dev.nbd.server.NbdServer;
 import dev.nbd.testsupport.RawNbdClient;
 
-import static dev.nbd.autoconfigure.actuate.NbdObservabilityTests.await;
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
-/** Readiness leaves UP as soon as the server starts draining, while requests still finish. */
-@ObservabilityTest
-@DirtiesContext
+/**
+ * Readiness leaves UP as soon as the server starts draining, while requests still finish. The
+ * drain is started the way an application stops: by closing the context, whose lifecycle stops
+ * NBD before the web server, so the actuator still answers meanwhile.
+ */
 class ReadinessDrainTests {
 
-	@LocalServerPort
-	int httpPort;
+	private static final Duration PATIENCE = Duration.ofSeconds(60);
 
-	@LocalNbdServerPort
-	int nbdPort;
+	private ConfigurableApplicationContext context;
 
-	@Autowired
-	ObservabilityTestApplication.Gate gate;
+	private int httpPort;
 
-	@Autowired
-	NbdServer server;
+	private int nbdPort;
+
+	private ObservabilityTestApplication.Gate gate;
+
+	private NbdServer server;
+
+	/** The application of its own: the test closes it. */
+	@BeforeEach
+	void start() {
+		this.context = ObservabilityTestApplication.startAlone();
+		this.httpPort = ObservabilityTestApplication.httpPort(this.context);
+		this.nbdPort = ObservabilityTestApplication.nbdPort(this.context);
+		this.gate = this.context.getBean(ObservabilityTestApplication.Gate.class);
+		this.server = this.context.getBean(NbdServer.class);
+	}
+
+	@AfterEach
+	void stop() {
+		this.gate.open();
+		this.context.close();
+	}
 
 	@Test
 	void readinessIsOutOfServiceWhileDraining() throws Exception {
@@ -44,10 +62,10 @@ class ReadinessDrainTests {
 		this.gate.close();
 		try (RawNbdClient client = RawNbdClient.connect(this.nbdPort, "slow")) {
 			client.sendRead(0, 4096);
-			await(() -> this.server.connections().stream().anyMatch((c) -> c.inFlight() == 1));
-			CompletableFuture<Void> drain = CompletableFuture
-				.runAsync(() -> this.server.shutdownGracefully(Duration.ofSeconds(20)));
-			await(this.server::isDraining);
+			await().atMost(PATIENCE)
+				.until(() -> this.server.connections().stream().anyMatch((c) -> c.inFlight() == 1));
+			CompletableFuture<Void> closed = CompletableFuture.runAsync(this.context::close);
+			await().atMost(PATIENCE).until(this.server::isDraining);
 			HttpResponse<String> readiness = readiness();
 			assertThat(readiness.statusCode()).isEqualTo(503);
 			JsonNode body = JsonMapper.builder().build().readTree(readiness.body());
@@ -55,8 +73,10 @@ class ReadinessDrainTests {
 			// The request in flight is still answered.
 			this.gate.open();
 			assertThat(client.receive().error()).isZero();
-			drain.get();
-			assertThat(readiness().statusCode()).isEqualTo(503);
+			// NBD has stopped; the web server, stopped in a later phase, may still answer or be gone.
+			await().atMost(PATIENCE).until(() -> !this.server.isRunning() && this.server.connections().isEmpty());
+			closed.get(PATIENCE.toSeconds(), TimeUnit.SECONDS);
+			assertThat(this.context.isActive()).isFalse();
 		}
 		finally {
 			this.gate.open();

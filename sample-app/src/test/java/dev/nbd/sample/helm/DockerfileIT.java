@@ -2,6 +2,7 @@ package dev.nbd.sample.helm;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -62,6 +63,14 @@ class DockerfileIT {
 			copyInto(builder.resolve("extracted").resolve(layer), application);
 		}
 		makeReadOnly(application);
+		// Root ignores file permissions: run as an unprivileged user (the image's USER is not root
+		// either), and check that the directory really is read-only for it.
+		Path writable = Files.createDirectories(this.tmp.resolve("writable"));
+		Files.setPosixFilePermissions(this.tmp, PosixFilePermissions.fromString("rwxr-xr-x"));
+		Files.setPosixFilePermissions(writable, PosixFilePermissions.fromString("rwxrwxrwx"));
+		Processes.Result probe = Processes.run(Duration.ofSeconds(30), application, null,
+				unprivileged(List.of("sh", "-c", "touch probe")));
+		assertThat(probe.exitCode()).as("the app's user cannot write next to the app").isNotZero();
 
 		// ENTRYPOINT ["java", "org.springframework.boot.loader.launch.JarLauncher"], run without
 		// web server and listener so it starts, logs and exits (the readiness group names the
@@ -69,9 +78,9 @@ class DockerfileIT {
 		Matcher entrypoint = Pattern.compile("(?m)^ENTRYPOINT \\[\"java\", \"([\\w.]+)\"\\]$").matcher(dockerfile);
 		assertThat(entrypoint.find()).as("exec-form ENTRYPOINT").isTrue();
 		Processes.Result started = Processes.run(Duration.ofSeconds(120), application, null,
-				List.of(java, "-Djava.io.tmpdir=" + this.tmp, entrypoint.group(1), "--spring.main.web-application-type=none",
-						"--nbd.server.enabled=false",
-						"--nbd.exports.disk.path=" + this.tmp.resolve("disk.img")));
+				unprivileged(List.of(java, "-Djava.io.tmpdir=" + writable, entrypoint.group(1),
+						"--spring.main.web-application-type=none", "--nbd.server.enabled=false",
+						"--nbd.exports.disk.path=" + writable.resolve("disk.img"))));
 		started.assertSuccess();
 		assertThat(started.stdout()).contains("Started SampleApplication");
 	}
@@ -88,6 +97,16 @@ class DockerfileIT {
 				}
 			}
 		}
+	}
+
+	/** {@code command} run as user and group 65534 (nobody) when this JVM runs as root. */
+	private static List<String> unprivileged(List<String> command) {
+		if (!"root".equals(System.getProperty("user.name"))) {
+			return command;
+		}
+		List<String> wrapped = new ArrayList<>(List.of("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"));
+		wrapped.addAll(command);
+		return wrapped;
 	}
 
 	/** The chart mounts the root filesystem read-only: the app must not write next to itself. */

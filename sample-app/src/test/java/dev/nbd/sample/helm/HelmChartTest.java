@@ -204,6 +204,33 @@ class HelmChartTest {
 	}
 
 	@Test
+	void nbdValuesAndExportOptionsReachTheAppConfig() {
+		Rendered r = HelmChart.committed()
+			.template("--set", "nbd.port=10900", "--set", "nbd.maxConnections=11", "--set", "nbd.maxInFlight=7", "--set",
+					"nbd.maxPayload=1MB", "--set", "nbd.handshakeTimeout=3s", "--set",
+					"nbd.allowedAddresses={10.0.0.0/8,192.168.0.0/16}", "--set", "exports.ro.type=memory", "--set",
+					"exports.ro.size=2MB", "--set", "exports.ro.readOnly=true", "--set",
+					"exports.ro.description=read only scratch", "--set", "exports.rw.type=memory", "--set",
+					"exports.rw.size=1MB", "--set", "exports.rw.readOnly=false");
+		Map<String, Object> config = appConfig(r);
+		assertThat((Integer) get(config, "nbd.server.port")).isEqualTo(10900);
+		assertThat((Integer) get(config, "nbd.server.max-connections")).isEqualTo(11);
+		assertThat((Integer) get(config, "nbd.server.max-in-flight")).isEqualTo(7);
+		assertThat((String) get(config, "nbd.server.max-payload")).isEqualTo("1MB");
+		assertThat((String) get(config, "nbd.server.handshake-timeout")).isEqualTo("3s");
+		assertThat((String) get(config, "nbd.server.allowed-addresses")).isEqualTo("10.0.0.0/8,192.168.0.0/16");
+		assertThat((String) get(config, "nbd.exports.ro.type")).isEqualTo("memory");
+		assertThat((String) get(config, "nbd.exports.ro.size")).isEqualTo("2MB");
+		assertThat((Boolean) get(config, "nbd.exports.ro.read-only")).isTrue();
+		assertThat((String) get(config, "nbd.exports.ro.description")).isEqualTo("read only scratch");
+		// false is kept, not dropped as empty: it overrides an application default of true.
+		assertThat((Boolean) get(config, "nbd.exports.rw.read-only")).isFalse();
+		assertThat((Object) get(config, "nbd.exports.rw.description")).isNull();
+		// Without allowedAddresses nothing restricts clients.
+		assertThat((Object) get(appConfig(HelmChart.committed().template()), "nbd.server.allowed-addresses")).isNull();
+	}
+
+	@Test
 	void tlsSecretIsMappedOntoTheSslBundle() {
 		Rendered r = HelmChart.committed().template("-f", ci("tls"));
 		Map<String, Object> config = appConfig(r);

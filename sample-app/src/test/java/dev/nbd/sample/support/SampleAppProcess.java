@@ -73,10 +73,10 @@ public final class SampleAppProcess implements AutoCloseable {
 	 * wrapper.
 	 */
 	public static SampleAppProcess startWrapped(Path dataDir, List<String> wrapper, String... extraArgs) {
-		return start(dataDir, FreePort.find(), wrapper, extraArgs);
+		return start(dataDir, FreePort.find(), wrapper, List.of(), extraArgs);
 	}
 
-	/** Starts with JVM options before {@code -jar}, e.g. {@code -Dspring.aot.enabled=true}. */
+	/** Starts with JVM options before {@code -jar}, e.g. {@code -Xss256k} or {@code -Dspring.aot.enabled=true}. */
 	public static SampleAppProcess startWithJvmOptions(Path dataDir, List<String> jvmOptions, String... extraArgs) {
 		return start(dataDir, FreePort.find(), List.of(), jvmOptions, extraArgs);
 	}
@@ -128,7 +128,8 @@ public final class SampleAppProcess implements AutoCloseable {
 				builder.directory(workDir.toFile());
 			}
 			SampleAppProcess app = new SampleAppProcess(builder.start(), wrapped, nbdPort, httpPort, log);
-			app.awaitPort(Duration.ofMinutes(2));
+			// Generous: a loaded CI machine has taken over a minute to start the app.
+			app.awaitPort(Duration.ofMinutes(3));
 			return app;
 		}
 		catch (IOException ex) {
@@ -172,6 +173,12 @@ public final class SampleAppProcess implements AutoCloseable {
 	public int terminate(Duration timeout) {
 		jvm().destroy();
 		return waitExit(timeout);
+	}
+
+	/** SIGTERM without waiting; the future completes with the exit code. */
+	public java.util.concurrent.CompletableFuture<Integer> terminateAsync(Duration timeout) {
+		jvm().destroy();
+		return java.util.concurrent.CompletableFuture.supplyAsync(() -> waitExit(timeout));
 	}
 
 	/** The JVM: the process itself, or the wrapper's descendant running java. */
