@@ -698,20 +698,24 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		List<ByteBuf> out = (error != null) ? errorReply(r, error, null) : (reply != null) ? reply : simpleOk(r);
 		NbdError e = error;
 		long b = (error == null) ? bytes : 0;
-		onLoop(() -> done(r, cost, startNanos, out, e, b));
+		if (!onLoop(() -> done(r, cost, startNanos, out, e, b))) {
+			out.forEach(ByteBuf::release);
+		}
 	}
 
-	private void onLoop(Runnable task) {
+	/** Runs {@code task} on the connection's event loop; false if that loop is gone (nothing to answer). */
+	private boolean onLoop(Runnable task) {
 		if (this.ctx.executor().inEventLoop()) {
 			task.run();
+			return true;
 		}
-		else {
-			try {
-				this.ctx.executor().execute(task);
-			}
-			catch (RejectedExecutionException ex) {
-				// Event loop gone: the connection is closed, nothing to answer.
-			}
+		try {
+			this.ctx.executor().execute(task);
+			return true;
+		}
+		catch (RejectedExecutionException ex) {
+			// Event loop gone: the connection is closed, nothing to answer.
+			return false;
 		}
 	}
 
