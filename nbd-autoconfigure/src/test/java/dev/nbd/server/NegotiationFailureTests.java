@@ -9,14 +9,14 @@ import java.util.Map;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 import dev.nbd.backend.ExportBackend;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 import dev.nbd.testsupport.RawNbdClient.OptionReply;
-import dev.nbd.testsupport.RecordingListener;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -26,16 +26,8 @@ import static org.assertj.core.api.Assertions.assertThat;
  */
 class NegotiationFailureTests {
 
-	private final RecordingListener listener = new RecordingListener();
-
-	private NbdServer server;
-
-	@AfterEach
-	void stop() {
-		if (this.server != null) {
-			this.server.stop();
-		}
-	}
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
 
 	/**
 	 * GO runs the backend's {@code connect()} before its ACK: when it fails the client gets
@@ -52,7 +44,7 @@ class NegotiationFailureTests {
 			List<OptionReply> replies = first.replies(NbdProtocol.OPT_GO, RawNbdClient.infoData("flaky"));
 			assertThat(replies).extracting(OptionReply::type).containsExactly(NbdProtocol.REP_ERR_UNKNOWN);
 			assertThat(new String(replies.get(0).data(), StandardCharsets.UTF_8)).contains("not available");
-			assertThat(this.listener.refusals()).containsExactly("backend_connect");
+			assertThat(this.servers.listener().refusals()).containsExactly("backend_connect");
 			backend.refuseConnections = false;
 			// The failed GO did not keep the single-connection export: another client gets it.
 			assertThat(second.go("flaky").size()).isEqualTo(TestBackend.SIZE);
@@ -80,7 +72,7 @@ class NegotiationFailureTests {
 			client.sendOption(NbdProtocol.OPT_EXPORT_NAME, "flaky".getBytes(StandardCharsets.UTF_8));
 			assertThat(client.closesWithoutData()).isTrue();
 		}
-		assertThat(this.listener.refusals()).containsExactly("backend_connect");
+		assertThat(this.servers.listener().refusals()).containsExactly("backend_connect");
 	}
 
 	/**
@@ -91,7 +83,7 @@ class NegotiationFailureTests {
 	void optionsDuringTheShutdownDrainGetErrShutdownAndTheConnectionCloses() throws Exception {
 		TestBackend backend = new TestBackend("gated");
 		start(backend, Map.of());
-		RawNbdClient attached = RawNbdClient.connect(this.server.port(), "gated");
+		RawNbdClient attached = RawNbdClient.connect(this.servers.server().port(), "gated");
 		RawNbdClient listing = negotiating();
 		RawNbdClient going = negotiating();
 		RawNbdClient exportName = negotiating();
@@ -101,9 +93,9 @@ class NegotiationFailureTests {
 			// A write in flight keeps the server draining until the test lets it finish.
 			attached.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 512, new byte[512]);
 			assertThat(backend.writeStarted.await(10, TimeUnit.SECONDS)).isTrue();
-			stopper = new Thread(() -> this.server.shutdownGracefully(Duration.ofSeconds(30)));
+			stopper = new Thread(() -> this.servers.server().shutdownGracefully(Duration.ofSeconds(30)));
 			stopper.start();
-			while (!this.server.isDraining()) {
+			while (!this.servers.server().isDraining()) {
 				Thread.sleep(1);
 			}
 			assertThat(listing.replies(NbdProtocol.OPT_LIST, new byte[0])).extracting(OptionReply::type)
@@ -116,7 +108,7 @@ class NegotiationFailureTests {
 			assertThat(exportName.closesWithoutData()).isTrue();
 			assertThat(aborting.replies(NbdProtocol.OPT_ABORT, new byte[0])).extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_ACK);
-			assertThat(this.listener.refusals("shutting_down")).isEqualTo(3);
+			assertThat(this.servers.listener().refusals("shutting_down")).isEqualTo(3);
 			// The request in flight is still answered.
 			backend.releaseWrite.countDown();
 			assertThat(attached.readSimpleReply().error()).isZero();
@@ -135,13 +127,11 @@ class NegotiationFailureTests {
 	}
 
 	private void start(ExportBackend backend, Map<String, MultiConnMode> modes) {
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(backend), modes, Map.of(),
-				this.listener);
-		this.server.start();
+		this.servers.start(NbdServerConfig.builder(), List.of(backend), modes, Map.of());
 	}
 
 	private RawNbdClient negotiating() throws IOException {
-		RawNbdClient client = RawNbdClient.connect(this.server.port());
+		RawNbdClient client = RawNbdClient.connect(this.servers.server().port());
 		client.handshake();
 		return client;
 	}
