@@ -84,6 +84,8 @@ class RequestDecoderGatheringTests {
 		}
 		assertThat(largest[0]).isLessThan(1 << 20);
 		assertThat(decoder.gathering()).isBetween((long) sent.length, 4L * sent.length);
+		// What the memory budget reads to judge a writer's progress: exactly what is still to come.
+		assertThat(decoder.payloadRemaining()).isEqualTo(declared - sent.length);
 		// The rest arrives: all of it is there, and nothing is held for a partial payload any more.
 		byte[] rest = new byte[declared - sent.length];
 		channel.writeInbound(Unpooled.wrappedBuffer(rest));
@@ -92,6 +94,7 @@ class RequestDecoderGatheringTests {
 		assertThat(ByteBufUtil.getBytes(write.payload(), 0, sent.length)).isEqualTo(sent);
 		write.release();
 		assertThat(decoder.gathering()).isZero();
+		assertThat(decoder.payloadRemaining()).isZero();
 		assertThat(channel.finishAndReleaseAll()).isFalse();
 	}
 
