@@ -27,14 +27,17 @@ import io.netty.util.internal.PlatformDependent;
  * holding less (clients with small requests, whatever others hold) go on reading. The finisher
  * is one connection part-way through a WRITE payload that may complete it in the part kept for
  * it: without it, connections each holding part of a large WRITE could wait on each other
- * forever. The role passes on when its payload has arrived, or when the payload arrives slower
- * than {@link #FINISHER_PROGRESS} bytes per {@link #FINISHER_WINDOW_NANOS} (a client that
- * trickles cannot keep it, unless it is waiting for memory: then it keeps the role, so that the
- * partial payload it holds is not left behind to block the next finisher). Paused connections
- * look again every {@link #RECHECK_MILLIS} ms and whenever the total falls back under the shared
- * part. The total passes the limit by at most {@link #FLOOR} plus one socket read per connection.
+ * forever. The finisher never waits for memory (its growth is bounded by its one payload, which
+ * the part kept for it covers) and keeps the role until that payload has arrived or its
+ * connection closes: a role taken away from a slow client would leave its partial payload
+ * behind, and each next finisher could add another, so memory would grow without bound, or the
+ * next finisher would wait for memory nobody releases. Paused connections look again every
+ * {@link #RECHECK_MILLIS} ms and whenever the total falls back under the shared
+ * part. The total passes the limit by at most {@link #FLOOR} plus one socket read per connection
+ * (the reads in progress when the shared part filled up).
  * A client that stops sending in the middle of a payload keeps what it sent, and while it holds
- * the finisher's role, other large WRITEs wait (they do not fail).
+ * the finisher's role, other large WRITEs wait (they do not fail); clients with small requests
+ * go on.
  */
 public final class MemoryBudget {
 
@@ -46,9 +49,6 @@ public final class MemoryBudget {
 	/** Changes in what a connection holds smaller than this are not reported to the total. */
 	static final long REPORT_GRANULE = 64 * 1024;
 
-	static final long FINISHER_WINDOW_NANOS = 1_000_000_000;
-
-	static final long FINISHER_PROGRESS = 64 * 1024;
 
 
 	private final long limit;
@@ -69,17 +69,6 @@ public final class MemoryBudget {
 
 	/** The finisher's count of received requests when it got the role: the payload it completes. */
 	private long finisherMark;
-
-	/** Start of the finisher's current window, and its payload's remaining bytes then. */
-	private long windowStart;
-
-	private long remainingAtWindowStart;
-
-	/** The last finisher that lost the role for being slow: not chosen again right away. */
-	private Share demoted;
-
-	/** Whether the finisher waited for memory during its current window. */
-	private boolean blockedInWindow;
 
 	MemoryBudget(long limit, int maxPayload) {
 		this.limit = limit;
@@ -173,45 +162,22 @@ public final class MemoryBudget {
 		if (this.finisher != null) {
 			checkFinisher();
 		}
-		long now = System.nanoTime();
-		if (this.finisher == null && share.gathering()
-				&& (share != this.demoted || now - this.windowStart >= FINISHER_WINDOW_NANOS)) {
+		if (this.finisher == null && share.gathering()) {
 			this.finisher = share;
 			this.finisherMark = share.requests;
-			this.windowStart = now;
-			this.remainingAtWindowStart = share.decoder.payloadRemaining();
-			this.blockedInWindow = false;
 		}
-		if (this.finisher != share) {
-			return false;
-		}
-		if (total <= this.limit) {
-			return true;
-		}
-		// The finisher waits for memory others hold: that does not count against its progress
-		// (demoting it would leave its partial payload holding memory the next one needs).
-		this.blockedInWindow = true;
-		return false;
+		// The finisher always reads: what it adds is bounded by the rest of its one payload, which
+		// the part kept for it covers. Making it wait for the limit could deadlock: the others' last
+		// socket reads can push the total past the shared part, and they hold what they have until
+		// their own turn comes, so the memory the finisher would wait for is never released.
+		return this.finisher == share;
 	}
 
-	/** Ends the finisher's role once its payload has arrived, or when it brings it in too slowly. */
+	/** Ends the finisher's role once its payload has arrived. */
 	private void checkFinisher() {
 		Share f = this.finisher;
 		if (!f.gathering() || f.requests != this.finisherMark) {
 			this.finisher = null;
-			this.blockedInWindow = false;
-			return;
-		}
-		long now = System.nanoTime();
-		if (now - this.windowStart >= FINISHER_WINDOW_NANOS) {
-			long remaining = f.decoder.payloadRemaining();
-			if (!this.blockedInWindow && this.remainingAtWindowStart - remaining < FINISHER_PROGRESS) {
-				this.demoted = f;
-				this.finisher = null;
-			}
-			this.blockedInWindow = false;
-			this.windowStart = now;
-			this.remainingAtWindowStart = remaining;
 		}
 	}
 
@@ -392,9 +358,6 @@ public final class MemoryBudget {
 			synchronized (MemoryBudget.this) {
 				if (MemoryBudget.this.finisher == this) {
 					MemoryBudget.this.finisher = null;
-				}
-				if (MemoryBudget.this.demoted == this) {
-					MemoryBudget.this.demoted = null;
 				}
 			}
 			released();
