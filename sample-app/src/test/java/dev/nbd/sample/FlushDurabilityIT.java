@@ -58,6 +58,43 @@ class FlushDurabilityIT {
 			sys.stdin.read()
 			""";
 
+	@Test
+	void aSyncInterruptedByAnotherThreadInTheTraceIsStillFound() {
+		// Seen in a CI run: another thread's call split the fdatasync line in two.
+		List<String> lines = joinInterrupted(List.of(
+				"16357 1796182069.893478 fdatasync(9</tmp/x/disk.img> <unfinished ...>",
+				"16358 1796182069.894000 pwrite64(10</tmp/x/disk.img>, \"ab\"..., 4096, 2097152) = 4096",
+				"16357 1796182069.894779 <... fdatasync resumed>) = 0"));
+		assertThat(lines).hasSize(2);
+		Matcher m = SYNC.matcher(lines.get(1));
+		assertThat(m.find()).as(lines.get(1)).isTrue();
+		assertThat(m.group(1)).isEqualTo("1796182069.893478");
+		assertThat(m.group(4)).isEqualTo("/tmp/x/disk.img");
+	}
+
+	/**
+	 * strace -f splits a call that another thread interrupts into {@code PID T name(args <unfinished ...>}
+	 * and, later, {@code PID T' <... name resumed>rest}: joined here into one line with the start time.
+	 */
+	static List<String> joinInterrupted(List<String> lines) {
+		java.util.Map<String, String> pending = new java.util.HashMap<>();
+		List<String> joined = new ArrayList<>();
+		for (String line : lines) {
+			String pid = line.split("\\s+", 2)[0];
+			if (line.endsWith(" <unfinished ...>")) {
+				pending.put(pid, line.substring(0, line.length() - " <unfinished ...>".length()));
+				continue;
+			}
+			int resumed = line.indexOf(" resumed>");
+			if (line.contains("<... ") && resumed > 0 && pending.containsKey(pid)) {
+				joined.add(pending.remove(pid) + line.substring(resumed + " resumed>".length()));
+				continue;
+			}
+			joined.add(line);
+		}
+		return joined;
+	}
+
 	/** {@code PID SECONDS.MICROS fdatasync(FD</path>) = 0} as written by strace -f -ttt -y. */
 	private static final Pattern SYNC = Pattern
 		.compile("^\\d+\\s+(\\d+\\.\\d+)\\s+(fdatasync|fsync)\\((\\d+)<([^>]*)>\\)\\s+=\\s+0");
@@ -118,7 +155,7 @@ class FlushDurabilityIT {
 		List<double[]> syncs = new ArrayList<>();
 		List<double[]> syncedWrites = new ArrayList<>();
 		java.util.Set<String> syncDescriptors = new java.util.HashSet<>();
-		for (String l : Files.readAllLines(trace)) {
+		for (String l : joinInterrupted(Files.readAllLines(trace))) {
 			Matcher m = SYNC.matcher(l);
 			if (m.find() && m.group(4).endsWith("/disk.img")) {
 				syncs.add(new double[] { Double.parseDouble(m.group(1)) });
