@@ -189,16 +189,10 @@ public final class NbdServer {
 		this.bossGroup = new MultiThreadIoEventLoopGroup(1, new DefaultThreadFactory("nbd-accept"), ioFactory);
 		this.workerGroup = new MultiThreadIoEventLoopGroup(this.config.eventLoopThreads(),
 				new DefaultThreadFactory("nbd-io"), connectionIoFactory);
-		ServerBootstrap bootstrap = new ServerBootstrap().group(this.bossGroup, this.workerGroup)
-			.channel(channelClass)
-			.option(ChannelOption.SO_BACKLOG, 1024)
+		ServerBootstrap bootstrap = connectionOptions(new ServerBootstrap()).channel(channelClass)
 			.option(ChannelOption.SO_REUSEADDR, true)
 			.childOption(ChannelOption.TCP_NODELAY, true)
 			.childOption(ChannelOption.SO_KEEPALIVE, true)
-			.childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, new WriteBufferWaterMark(1 << 20, 4 << 20))
-			// Socket reads grow up to 256 KiB: large WRITE payloads arrive in a few reads, each
-			// kept as one piece (no gathering copy) for backends that take payloads in pieces.
-			.childOption(ChannelOption.RECVBUF_ALLOCATOR, new AdaptiveRecvByteBufAllocator(64, 2048, MAX_SOCKET_READ))
 			.childHandler(new ChannelInitializer<SocketChannel>() {
 				@Override
 				protected void initChannel(SocketChannel ch) {
@@ -250,6 +244,16 @@ public final class NbdServer {
 				this.exports.keySet());
 	}
 
+	/** What TCP and Unix socket listeners share: event loops, backlog, write buffer, socket reads. */
+	private ServerBootstrap connectionOptions(ServerBootstrap bootstrap) {
+		return bootstrap.group(this.bossGroup, this.workerGroup)
+			.option(ChannelOption.SO_BACKLOG, 1024)
+			.childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, new WriteBufferWaterMark(1 << 20, 4 << 20))
+			// Socket reads grow up to 256 KiB: large WRITE payloads arrive in a few reads, each
+			// kept as one piece (no gathering copy) for backends that take payloads in pieces.
+			.childOption(ChannelOption.RECVBUF_ALLOCATOR, new AdaptiveRecvByteBufAllocator(64, 2048, MAX_SOCKET_READ));
+	}
+
 	private void warnIfMemoryExportsDoNotFit() {
 		Map<String, Long> sizes = new LinkedHashMap<>();
 		for (Export export : this.exports.values()) {
@@ -263,7 +267,6 @@ public final class NbdServer {
 			logger.warn(shortfall);
 		}
 	}
-
 
 	private String listeningOn() {
 		List<String> on = new ArrayList<>();
@@ -292,11 +295,7 @@ public final class NbdServer {
 		};
 		SocketAddress address = (this.transport == Transport.NIO) ? UnixDomainSocketAddress.of(path)
 				: new DomainSocketAddress(path.toString());
-		ServerBootstrap bootstrap = new ServerBootstrap().group(this.bossGroup, this.workerGroup)
-			.channel(channelClass)
-			.option(ChannelOption.SO_BACKLOG, 1024)
-			.childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, new WriteBufferWaterMark(1 << 20, 4 << 20))
-			.childOption(ChannelOption.RECVBUF_ALLOCATOR, new AdaptiveRecvByteBufAllocator(64, 2048, MAX_SOCKET_READ))
+		ServerBootstrap bootstrap = connectionOptions(new ServerBootstrap()).channel(channelClass)
 			.childHandler(new ChannelInitializer<Channel>() {
 				@Override
 				protected void initChannel(Channel ch) {
