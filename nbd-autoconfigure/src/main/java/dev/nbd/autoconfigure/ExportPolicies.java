@@ -9,6 +9,7 @@ import java.util.stream.Collectors;
 import org.springframework.util.unit.DataSize;
 
 import dev.nbd.backend.ExportBackend;
+import dev.nbd.server.EventLoopIo;
 import dev.nbd.server.ExportPolicy;
 
 /**
@@ -101,6 +102,8 @@ final class ExportPolicies {
 			.preferredBlockSize(preferred)
 			.multiConn(export.getMultiConn())
 			.allowedAddresses(NbdServerConfigValidation.cidrs(prefix + "allowed-addresses", export.getAllowedAddresses()))
+			.eventLoopIo((export.getEventLoopIo() == null) ? EventLoopIo.ADAPTIVE
+					: export.getEventLoopIo() ? EventLoopIo.ALWAYS : EventLoopIo.NEVER)
 			.build();
 	}
 

@@ -92,10 +92,11 @@ public class NbdExportProperties {
 		private MultiConnMode multiConn = MultiConnMode.AUTO;
 
 		/**
-		 * Whether a 'file' export's reads (pread, or sendfile for large reads without TLS) and
-		 * plain writes run on the network threads instead of worker threads. Faster while the
-		 * data stays in the page cache; a cache miss or a throttled write then stalls every
-		 * connection on that thread. Leave off (the default) for storage that may be slow.
+		 * Where a 'file' export's reads (pread, or sendfile for large reads without TLS) and
+		 * plain writes run. Unset: on the network threads while the page cache answers them fast,
+		 * on worker threads while calls are slow (cache misses, throttled writes), and back once
+		 * they are fast again. 'true': always on the network threads (a slow call then stalls
+		 * every connection on that thread); 'false': always on worker threads.
 		 */
 		private Boolean eventLoopIo;
 

@@ -104,9 +104,10 @@ public class NbdServerProperties {
 	 * How long a network thread keeps polling its sockets after the last event before it blocks
 	 * (epoll and nio transports). Trades CPU for latency: a request arriving meanwhile needs no
 	 * thread wake-up, which roughly halves depth-1 latency on VMs, but a thread serving a steady
-	 * stream of requests then spins between them. 0 disables.
+	 * stream of requests then spins between them. 0 disables. Unset: adaptive, 50us by at most
+	 * one thread fewer than the CPUs the process may use (so never with one CPU), the others block.
 	 */
-	private Duration busyPoll = Duration.ZERO;
+	private Duration busyPoll;
 
 	/**
 	 * Socket send buffer (SO_SNDBUF) of each connection; the kernel doubles it. 0 leaves it to

@@ -106,9 +106,10 @@ public class PropertyExports implements AutoCloseable {
 			logger.info("Creating sparse file {} ({} bytes) for export '{}'", absolute, size, name);
 		}
 		try {
-			// Opened read-only when the export is: no write access to the file is needed then.
+			// Opened read-only when the export is: no write access to the file is needed then. The
+			// file is offered to the server, whose policy (event-loop-io) decides where its calls run.
 			return new FileBackend(name, path, size, null, export.isReadOnly(),
-					Boolean.TRUE.equals(export.getEventLoopIo()));
+					!Boolean.FALSE.equals(export.getEventLoopIo()));
 		}
 		catch (IOException ex) {
 			throw new NbdConfigurationException("Cannot open " + prefix + "path " + absolute + ": " + ex,

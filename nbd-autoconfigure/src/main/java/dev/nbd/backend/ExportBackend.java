@@ -126,13 +126,13 @@ public interface ExportBackend {
 
 	/**
 	 * A file holding the export's bytes at the same offsets, or null (the default). When set,
-	 * the server treats reads and plain writes as cheap (page cache) and runs them on its
-	 * network thread instead of handing them to a worker: READ straight from this file (small
-	 * ones with one {@code pread}, large ones with {@code sendfile} when TLS is off, never
-	 * calling {@link #read}), WRITE through {@link #write}. Flushes, FUA writes and zeroing still
-	 * go to workers. The cost: an I/O that misses the page cache, or a write throttled by the
-	 * kernel's dirty-page limits, holds that network thread and the connections it serves, so
-	 * backends on slow storage should return null. The file must be at least {@link #size()} long.
+	 * the server may run reads and plain writes on its network thread instead of handing them to
+	 * a worker (two thread wake-ups saved per request): READ as data from the file (small ones
+	 * through {@link #read}, large ones with {@code sendfile} when TLS is off), WRITE through
+	 * {@link #write}. Flushes, FUA writes and zeroing still go to workers. Whether it does is the
+	 * export's policy ({@code EventLoopIo}): by default only while those calls are fast (page
+	 * cache), falling back to workers while they are slow. The file must be at least
+	 * {@link #size()} long.
 	 */
 	default FileChannel servedFile() {
 		return null;

@@ -75,7 +75,7 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 	/** The same file opened with O_DSYNC, for FUA writes; null when read-only. */
 	private final FileChannel syncChannel;
 
-	private final boolean eventLoopIo;
+	private final boolean offerFile;
 
 	/** Our own descriptor for fallocate and lseek, or null when those calls are unavailable. */
 	private LinuxFileCalls.Descriptor sparse;
@@ -94,21 +94,21 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 	/**
 	 * Opens (creating if missing, unless read-only) {@code path}. A {@code size} of -1 takes the
 	 * file's current length; otherwise a shorter file is extended (sparsely) to {@code size}.
-	 * Every I/O runs on the server's worker threads.
+	 * The file is offered through {@link #servedFile()}: the server's export policy
+	 * ({@code EventLoopIo}, adaptive by default) decides whether reads and plain writes run on its
+	 * network threads.
 	 */
 	public FileBackend(String name, Path path, long size, String description, boolean readOnly) throws IOException {
-		this(name, path, size, description, readOnly, false);
+		this(name, path, size, description, readOnly, true);
 	}
 
 	/**
-	 * As above; {@code eventLoopIo} offers the file through {@link #servedFile()}, so reads
-	 * ({@code pread}, or {@code sendfile} for large ones without TLS) and plain writes run on the
-	 * network threads: faster on storage that stays in the page cache, but a cache miss or a
-	 * write throttled by the kernel then stalls every connection on that thread.
+	 * As above; {@code offerFile} false keeps the file from the server ({@link #servedFile()}
+	 * returns null), so every read and write runs on its worker threads, whatever its policy.
 	 */
-	public FileBackend(String name, Path path, long size, String description, boolean readOnly, boolean eventLoopIo)
+	public FileBackend(String name, Path path, long size, String description, boolean readOnly, boolean offerFile)
 			throws IOException {
-		this.eventLoopIo = eventLoopIo;
+		this.offerFile = offerFile;
 		this.name = name;
 		this.path = path;
 		this.description = description;
@@ -324,10 +324,10 @@ public class FileBackend implements ExportBackend, AutoCloseable {
 		return true;
 	}
 
-	/** This file when built with {@code eventLoopIo}: reads and plain writes then run on network threads. */
+	/** This file unless built without {@code offerFile}: the server may run reads and plain writes on its network threads. */
 	@Override
 	public FileChannel servedFile() {
-		return this.eventLoopIo ? this.channel : null;
+		return this.offerFile ? this.channel : null;
 	}
 
 	/**

@@ -74,6 +74,9 @@ public final class Export {
 	/** Backend failures are logged at most once a second per error value. */
 	private final LogRateLimit failureLog = new LogRateLimit();
 
+	/** Where the served file's reads and plain writes run; null without a served file or with NEVER. */
+	private final EventLoopFileIo fileIo;
+
 	/** SINGLE: the connection holding the export, from negotiation until it closes. */
 	private NbdConnection holder;
 
@@ -115,6 +118,8 @@ public final class Export {
 		catch (IllegalArgumentException ex) {
 			throw new IllegalArgumentException("export '" + this.name + "': " + ex.getMessage(), ex);
 		}
+		this.fileIo = (backend.servedFile() != null && policy.eventLoopIo() != EventLoopIo.NEVER)
+				? new EventLoopFileIo(this.name, policy.eventLoopIo()) : null;
 		if (backend.isMultiConnSafe()) {
 			this.sharedFlush = new FlushCoordinator(latched(backend::flush), syncExecutor);
 		}
@@ -135,6 +140,11 @@ public final class Export {
 	}
 
 	/** The policy the export was created with (its unset values left to the backend). */
+	/** Where reads and plain writes of the backend's served file run, or null when they never run on network threads. */
+	public EventLoopFileIo fileIo() {
+		return this.fileIo;
+	}
+
 	public ExportPolicy policy() {
 		return this.policy;
 	}

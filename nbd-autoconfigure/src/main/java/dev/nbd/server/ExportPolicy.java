@@ -21,9 +21,11 @@ import java.util.List;
  * @param multiConn multi-connection mode
  * @param allowedAddresses clients allowed to use the export (on top of the server's own list);
  * empty for all
+ * @param eventLoopIo where reads and plain writes of the backend's served file run (only for
+ * backends with a {@code servedFile()}); null for {@link EventLoopIo#ADAPTIVE}
  */
 public record ExportPolicy(boolean readOnly, String description, int minimumBlockSize, int preferredBlockSize,
-		MultiConnMode multiConn, List<Cidr> allowedAddresses) {
+		MultiConnMode multiConn, List<Cidr> allowedAddresses, EventLoopIo eventLoopIo) {
 
 	/** No restriction beyond what the backend declares. */
 	public static final ExportPolicy DEFAULT = builder().build();
@@ -40,6 +42,7 @@ public record ExportPolicy(boolean readOnly, String description, int minimumBloc
 		}
 		multiConn = (multiConn != null) ? multiConn : MultiConnMode.AUTO;
 		allowedAddresses = (allowedAddresses != null) ? List.copyOf(allowedAddresses) : List.of();
+		eventLoopIo = (eventLoopIo != null) ? eventLoopIo : EventLoopIo.ADAPTIVE;
 	}
 
 	/** Throws unless {@code size} is a valid minimum block size (power of two, 1 to 64 KiB). */
@@ -80,6 +83,8 @@ public record ExportPolicy(boolean readOnly, String description, int minimumBloc
 
 		private List<Cidr> allowedAddresses = List.of();
 
+		private EventLoopIo eventLoopIo = EventLoopIo.ADAPTIVE;
+
 		public Builder readOnly(boolean readOnly) {
 			this.readOnly = readOnly;
 			return this;
@@ -110,9 +115,14 @@ public record ExportPolicy(boolean readOnly, String description, int minimumBloc
 			return this;
 		}
 
+		public Builder eventLoopIo(EventLoopIo eventLoopIo) {
+			this.eventLoopIo = eventLoopIo;
+			return this;
+		}
+
 		public ExportPolicy build() {
 			return new ExportPolicy(this.readOnly, this.description, this.minimumBlockSize, this.preferredBlockSize,
-					this.multiConn, this.allowedAddresses);
+					this.multiConn, this.allowedAddresses, this.eventLoopIo);
 		}
 
 	}

@@ -612,20 +612,26 @@ public final class NbdServer {
 		return this.exports.get(name);
 	}
 
-	/** The transport's I/O handler; with {@code busyPoll} > 0 its loops spin that long before blocking. */
+	/**
+	 * The transport's I/O handler; with {@code busyPoll} > 0 its loops spin that long before
+	 * blocking; with null (adaptive) they spin {@link NbdServerConfig#ADAPTIVE_SPIN} while a spare
+	 * CPU is free ({@link SpinSlots}).
+	 */
 	private static IoHandlerFactory ioHandlerFactory(Transport transport, Duration busyPoll) {
-		long spinNanos = busyPoll.toNanos();
+		SpinSlots slots = (busyPoll == null) ? SpinSlots.forCpus(Runtime.getRuntime().availableProcessors()) : null;
+		long spinNanos = (busyPoll == null) ? ((slots.available() > 0) ? NbdServerConfig.ADAPTIVE_SPIN.toNanos() : 0)
+				: busyPoll.toNanos();
 		return switch (transport) {
-			case EPOLL -> (spinNanos > 0) ? EpollIoHandler.newFactory(0, () -> new BusyPollSelectStrategy(spinNanos))
+			case EPOLL -> (spinNanos > 0) ? EpollIoHandler.newFactory(0, () -> new BusyPollSelectStrategy(spinNanos, slots))
 					: EpollIoHandler.newFactory();
 			case IO_URING -> {
-				if (spinNanos > 0) {
+				if (spinNanos > 0 && busyPoll != null) {
 					logger.warn("nbd.server.busy-poll is not supported by the io_uring transport; ignored");
 				}
 				yield IoUringIoHandler.newFactory();
 			}
 			default -> (spinNanos > 0)
-					? NioIoHandler.newFactory(SelectorProvider.provider(), () -> new BusyPollSelectStrategy(spinNanos))
+					? NioIoHandler.newFactory(SelectorProvider.provider(), () -> new BusyPollSelectStrategy(spinNanos, slots))
 					: NioIoHandler.newFactory();
 		};
 	}

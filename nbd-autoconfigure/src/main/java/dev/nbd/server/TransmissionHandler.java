@@ -97,8 +97,11 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	private final int maxPayload;
 
-	/** The backend's file when reads and plain writes run on this thread, else null. */
+	/** The backend's file when reads and plain writes may run on this thread ({@link #fileIo}), else null. */
 	private final FileChannel servedFile;
+
+	/** Whether they run here now; measures them wherever they run. Null when {@link #servedFile} is. */
+	private final EventLoopFileIo fileIo;
 
 	private final ArrayDeque<ProtocolMessage.Request> queue = new ArrayDeque<>();
 
@@ -157,7 +160,8 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		this.maxInFlight = server.config().maxInFlight();
 		this.maxInFlightBytes = server.config().maxInFlightBytes();
 		this.maxPayload = server.config().maxPayload();
-		this.servedFile = view.servedFile();
+		this.fileIo = export.fileIo();
+		this.servedFile = (this.fileIo != null) ? view.servedFile() : null;
 	}
 
 	@Override
@@ -465,7 +469,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		}
 		// A served file's reads go out as data, holes included (zeroes from the page cache): one
 		// pread or sendfile beats looking up extents for every read; clients ask BLOCK_STATUS.
-		if (r.type() == NbdProtocol.CMD_READ && this.servedFile != null) {
+		// While its calls are slow (fileIo), they run on workers like any blocking call.
+		boolean fileOnLoop = this.servedFile != null && this.fileIo.onEventLoop();
+		if (r.type() == NbdProtocol.CMD_READ && fileOnLoop) {
 			if (r.length() < LARGE_READ) {
 				// One pread into the reply buffer: cheaper than two thread hand-offs.
 				execute(r, cost, startNanos);
@@ -477,7 +483,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			}
 			// Large reads under TLS cannot use sendfile: they take the worker path.
 		}
-		if (r.type() == NbdProtocol.CMD_WRITE && this.servedFile != null && !r.hasFlag(NbdProtocol.CMD_FLAG_FUA)) {
+		if (r.type() == NbdProtocol.CMD_WRITE && fileOnLoop && !r.hasFlag(NbdProtocol.CMD_FLAG_FUA)) {
 			// A page-cache write: cheaper than two thread hand-offs.
 			execute(r, cost, startNanos);
 			return;
@@ -605,6 +611,8 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		NbdError error = null;
 		long bytes = 0;
 		boolean flushAfter = false;
+		boolean timed = fileCall(r);
+		long callStart = timed ? System.nanoTime() : 0;
 		try {
 			switch (r.type()) {
 				case NbdProtocol.CMD_READ -> {
@@ -650,6 +658,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 				case NbdProtocol.CMD_BLOCK_STATUS -> reply = blockStatus(r);
 				default -> error = NbdError.EINVAL;
 			}
+			if (timed) {
+				this.fileIo.record(System.nanoTime() - callStart, r.length());
+			}
 			if (durable(r)) {
 				// After a failed sync no FLUSH or FUA may claim durability (native FUA included).
 				this.export.checkSync();
@@ -670,6 +681,12 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			reply = null;
 		}
 		answer(r, cost, startNanos, reply, error, bytes, flushAfter);
+	}
+
+	/** A read or plain write of the served file: what {@link #fileIo} decides about and times. */
+	private boolean fileCall(ProtocolMessage.Request r) {
+		return this.servedFile != null && (r.type() == NbdProtocol.CMD_READ
+				|| (r.type() == NbdProtocol.CMD_WRITE && !r.hasFlag(NbdProtocol.CMD_FLAG_FUA)));
 	}
 
 	/**

@@ -10,6 +10,7 @@ import org.springframework.boot.autoconfigure.AutoConfigurations;
 import org.springframework.boot.test.context.runner.ApplicationContextRunner;
 
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.server.EventLoopIo;
 import dev.nbd.server.Export;
 import dev.nbd.server.NbdServer;
 import dev.nbd.testsupport.RawNbdClient;
@@ -73,6 +74,24 @@ class EventLoopFileIoTests {
 					assertThat(read(file, 12 * MIB, fua.length)).isEqualTo(fua);
 					assertThat(read(file, 0, 4096)).isEqualTo(new byte[4096]);
 				}
+			});
+	}
+
+	@Test
+	void unsetIsAdaptiveTrueIsAlwaysFalseIsNever() {
+		new ApplicationContextRunner().withConfiguration(AutoConfigurations.of(NbdServerAutoConfiguration.class))
+			.withPropertyValues("nbd.server.port=0", "nbd.exports.adaptive.type=file",
+					"nbd.exports.adaptive.path=" + this.dir.resolve("a.img"), "nbd.exports.adaptive.size=1MB",
+					"nbd.exports.always.type=file", "nbd.exports.always.path=" + this.dir.resolve("b.img"),
+					"nbd.exports.always.size=1MB", "nbd.exports.always.event-loop-io=true", "nbd.exports.never.type=file",
+					"nbd.exports.never.path=" + this.dir.resolve("c.img"), "nbd.exports.never.size=1MB",
+					"nbd.exports.never.event-loop-io=false")
+			.run((context) -> {
+				NbdServer server = context.getBean(NbdServer.class);
+				assertThat(server.export("adaptive").fileIo().mode()).isEqualTo(EventLoopIo.ADAPTIVE);
+				assertThat(server.export("always").fileIo().mode()).isEqualTo(EventLoopIo.ALWAYS);
+				assertThat(server.export("never").fileIo()).isNull();
+				assertThat(server.export("never").backend().servedFile()).isNull();
 			});
 	}
 

@@ -31,7 +31,7 @@ class BusyPollSelectStrategyTests {
 
 	private final AtomicInteger selectNowCalls = new AtomicInteger();
 
-	private final BusyPollSelectStrategy strategy = new BusyPollSelectStrategy(50_000, this.now::get);
+	private final BusyPollSelectStrategy strategy = new BusyPollSelectStrategy(50_000, null, this.now::get);
 
 	private int next(boolean hasTasks) throws Exception {
 		return this.strategy.calculateStrategy(() -> {
@@ -80,6 +80,55 @@ class BusyPollSelectStrategyTests {
 		assertThat(next(true)).isZero();
 		this.ready.set(2);
 		assertThat(next(true)).isEqualTo(2);
+	}
+
+	@Test
+	void adaptiveLoopsSpinOnlyWhileTheyHoldASpareCpu() throws Exception {
+		SpinSlots slots = new SpinSlots(1);
+		AtomicInteger polls = new AtomicInteger();
+		BusyPollSelectStrategy a = new BusyPollSelectStrategy(50_000, slots, this.now::get);
+		BusyPollSelectStrategy b = new BusyPollSelectStrategy(50_000, slots, this.now::get);
+		io.netty.util.IntSupplier nothing = () -> {
+			polls.incrementAndGet();
+			return 0;
+		};
+		assertThat(a.calculateStrategy(nothing, false)).isEqualTo(SelectStrategy.SELECT);
+		assertThat(b.calculateStrategy(nothing, false)).isEqualTo(SelectStrategy.SELECT);
+		// Both woke up: a takes the one spare CPU and spins, b blocks as without busy-poll.
+		this.now.addAndGet(1_000);
+		assertThat(a.calculateStrategy(nothing, false)).isEqualTo(SelectStrategy.CONTINUE);
+		assertThat(b.calculateStrategy(nothing, false)).isEqualTo(SelectStrategy.SELECT);
+		assertThat(slots.available()).isZero();
+		// a's spin period ends without events: it blocks and gives the CPU back; b may spin next.
+		this.now.addAndGet(60_000);
+		assertThat(a.calculateStrategy(nothing, false)).isEqualTo(SelectStrategy.SELECT);
+		assertThat(slots.available()).isOne();
+		assertThat(b.calculateStrategy(nothing, false)).isEqualTo(SelectStrategy.CONTINUE);
+		assertThat(slots.available()).isZero();
+		assertThat(a.calculateStrategy(nothing, false)).isEqualTo(SelectStrategy.SELECT);
+		assertThat(polls).as("only the spinning loop polled").hasValue(2);
+	}
+
+	@Test
+	void adaptiveSpinningLeavesOneCpuFreeAndNeverSpinsOnOne() throws Exception {
+		assertThat(SpinSlots.forCpus(1).available()).isZero();
+		assertThat(SpinSlots.forCpus(2).available()).isOne();
+		assertThat(SpinSlots.forCpus(8).available()).isEqualTo(7);
+		BusyPollSelectStrategy oneCpu = new BusyPollSelectStrategy(50_000, SpinSlots.forCpus(1), this.now::get);
+		for (int i = 0; i < 5; i++) {
+			this.now.addAndGet(1_000);
+			assertThat(oneCpu.calculateStrategy(() -> {
+				this.selectNowCalls.incrementAndGet();
+				return 0;
+			}, false)).isEqualTo(SelectStrategy.SELECT);
+		}
+		assertThat(this.selectNowCalls).hasValue(0);
+	}
+
+	@Test
+	void busyPollIsAdaptiveUnlessSet() {
+		assertThat(NbdServerConfig.builder().build().busyPoll()).as("unset: adaptive").isNull();
+		assertThat(NbdServerConfig.builder().busyPoll(Duration.ZERO).build().busyPoll()).isZero();
 	}
 
 	/**

@@ -10,6 +10,7 @@ import org.junit.jupiter.api.extension.ExtensionContext;
 
 import dev.nbd.backend.ExportBackend;
 import dev.nbd.server.Cidr;
+import dev.nbd.server.ExportPolicy;
 import dev.nbd.server.MultiConnMode;
 import dev.nbd.server.NbdServer;
 import dev.nbd.server.NbdServerConfig;
@@ -52,6 +53,15 @@ public final class NbdServerExtension implements AfterEachCallback {
 	public NbdServer start(NbdServerConfig.Builder config, List<ExportBackend> backends,
 			Map<String, MultiConnMode> modes, Map<String, List<Cidr>> exportAllowLists) {
 		NbdServer server = new NbdServer(config.port(0).build(), backends, modes, exportAllowLists, this.listener);
+		this.servers.add(server);
+		server.start();
+		return server;
+	}
+
+	/** The same, with an {@link ExportPolicy} per export name (others get the default policy). */
+	public NbdServer startWithPolicies(NbdServerConfig.Builder config, List<ExportBackend> backends,
+			Map<String, ExportPolicy> policies) {
+		NbdServer server = new NbdServer(config.port(0).build(), backends, policies, this.listener);
 		this.servers.add(server);
 		server.start();
 		return server;
