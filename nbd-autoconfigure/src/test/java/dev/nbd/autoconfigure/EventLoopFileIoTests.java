@@ -10,6 +10,7 @@ import org.springframework.boot.autoconfigure.AutoConfigurations;
 import org.springframework.boot.test.context.runner.ApplicationContextRunner;
 
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.autoconfigure.actuate.NbdEndpoint;
 import dev.nbd.server.EventLoopIo;
 import dev.nbd.server.Export;
 import dev.nbd.server.NbdServer;
@@ -92,6 +93,11 @@ class EventLoopFileIoTests {
 				assertThat(server.export("always").fileIo().mode()).isEqualTo(EventLoopIo.ALWAYS);
 				assertThat(server.export("never").fileIo()).isNull();
 				assertThat(server.export("never").backend().servedFile()).isNull();
+				NbdEndpoint endpoint = new NbdEndpoint(server);
+				assertThat(endpoint.export("adaptive").fileIo())
+					.isEqualTo(new NbdEndpoint.FileIoDescriptor("adaptive", true, 0));
+				assertThat(endpoint.export("always").fileIo().mode()).isEqualTo("always");
+				assertThat(endpoint.export("never").fileIo()).isNull();
 			});
 	}
 

@@ -11,6 +11,7 @@ import org.springframework.boot.actuate.endpoint.annotation.ReadOperation;
 import org.springframework.boot.actuate.endpoint.annotation.Selector;
 import org.springframework.boot.actuate.endpoint.web.WebEndpointResponse;
 
+import dev.nbd.server.EventLoopFileIo;
 import dev.nbd.server.Export;
 import dev.nbd.server.LatencyStats;
 import dev.nbd.server.NbdConnection;
@@ -50,7 +51,8 @@ public class NbdEndpoint {
 		ExportDescriptor d = describe(e);
 		List<ConnectionDescriptor> connections = connections(export);
 		return new ExportDetails(d.name(), d.size(), d.readOnly(), d.multiConn(), connections.size(), connections,
-				d.flush(), d.flushRequests(), d.backendSyncs(), d.bytesRead(), d.bytesWritten(), e.backend().details());
+				d.flush(), d.flushRequests(), d.backendSyncs(), d.bytesRead(), d.bytesWritten(), fileIo(e),
+				e.backend().details());
 	}
 
 	@DeleteOperation
@@ -120,7 +122,22 @@ public class NbdEndpoint {
 	 */
 	public record ExportDetails(String name, long size, boolean readOnly, boolean multiConn, int connectionCount,
 			List<ConnectionDescriptor> connections, FlushDescriptor flush, long flushRequests, long backendSyncs,
-			long bytesRead, long bytesWritten, Map<String, Object> backend) {
+			long bytesRead, long bytesWritten, FileIoDescriptor fileIo, Map<String, Object> backend) {
+	}
+
+	/**
+	 * Where the reads and plain writes of the backend's served file run ({@code event-loop-io}):
+	 * {@code mode} adaptive or always, {@code onNetworkThreads} now, and {@code fallbacks}, the
+	 * times slow calls sent them to workers. Null for exports without a served file or with
+	 * {@code event-loop-io=false}.
+	 */
+	public record FileIoDescriptor(String mode, boolean onNetworkThreads, long fallbacks) {
+	}
+
+	private static FileIoDescriptor fileIo(Export export) {
+		EventLoopFileIo io = export.fileIo();
+		return (io != null) ? new FileIoDescriptor(io.mode().name().toLowerCase(java.util.Locale.ROOT), io.onEventLoop(),
+				io.fallbacks()) : null;
 	}
 
 	/** Client FLUSH latency, in milliseconds. */

@@ -19,6 +19,7 @@ import io.micrometer.core.instrument.binder.netty4.NettyAllocatorMetrics;
 import io.micrometer.core.instrument.binder.netty4.NettyEventExecutorMetrics;
 
 import dev.nbd.backend.MemoryBackend;
+import dev.nbd.server.EventLoopFileIo;
 import dev.nbd.server.Export;
 import dev.nbd.server.MemoryBudget;
 import dev.nbd.server.NbdConnection;
@@ -49,7 +50,11 @@ import io.netty.channel.EventLoopGroup;
  * <li>{@code nbd.sync.failures} [{@code nbd_sync_failures_total}]: backend syncs that failed
  * (the first one latches the export: later FLUSH and FUA requests fail);</li>
  * <li>{@code nbd.backend.unfilled.reads} [{@code nbd_backend_unfilled_reads_total}]: reads the
- * backend left unfilled (a backend bug, answered with EIO).</li>
+ * backend left unfilled (a backend bug, answered with EIO);</li>
+ * <li>{@code nbd.file.io.fallbacks} [{@code nbd_file_io_fallbacks_total}] and
+ * {@code nbd.file.io.network.threads} [{@code nbd_file_io_network_threads}]: for exports with a
+ * served file, the times slow calls moved its reads and writes to workers, and 1 while they run
+ * on network threads ({@code event-loop-io}).</li>
  * </ul>
  * Listener methods run on network threads: every meter they touch is resolved once and looked
  * up in small maps afterwards, no builder runs per request.
@@ -255,6 +260,17 @@ public class NbdMetrics implements NbdServerListener {
 				.register(registry);
 			for (String op : OPS) {
 				timer(op, "success");
+			}
+			EventLoopFileIo fileIo = export.fileIo();
+			if (fileIo != null) {
+				FunctionCounter.builder("nbd.file.io.fallbacks", fileIo, EventLoopFileIo::fallbacks)
+					.description("Times slow file calls moved an export's reads and writes from network threads to workers")
+					.tags(this.tags)
+					.register(registry);
+				Gauge.builder("nbd.file.io.network.threads", fileIo, (io) -> io.onEventLoop() ? 1 : 0)
+					.description("1 while a file export's reads and plain writes run on network threads")
+					.tags(this.tags)
+					.register(registry);
 			}
 			if (export.backend() instanceof MemoryBackend memory) {
 				Gauge.builder("nbd.export.memory.used", memory, MemoryBackend::allocatedBytes)

@@ -126,6 +126,25 @@ class NbdMetricsAutoConfigurationTests {
 	}
 
 	@Test
+	void fileExportsReportWhereTheirCallsRun(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+		SimpleMeterRegistry registry = new SimpleMeterRegistry();
+		NbdMetrics metrics = new NbdMetrics(registry);
+		try (dev.nbd.backend.FileBackend file = new dev.nbd.backend.FileBackend("f", dir.resolve("f.img"), 4096, null,
+				false)) {
+			dev.nbd.server.Export export = new dev.nbd.server.Export(file, dev.nbd.server.MultiConnMode.AUTO,
+					java.util.List.of(), Runnable::run);
+			metrics.requestCompleted(export, "read", "success", 1000, 512);
+			assertThat(registry.get("nbd.file.io.fallbacks").tag("export", "f").functionCounter().count()).isZero();
+			assertThat(registry.get("nbd.file.io.network.threads").tag("export", "f").gauge().value()).isOne();
+		}
+		// A memory export has no served file: no such meters.
+		dev.nbd.server.Export mem = new dev.nbd.server.Export(new MemoryBackend("m", 4096),
+				dev.nbd.server.MultiConnMode.AUTO, java.util.List.of(), Runnable::run);
+		metrics.requestCompleted(mem, "read", "success", 1000, 512);
+		assertThat(registry.find("nbd.file.io.fallbacks").tag("export", "m").functionCounter()).isNull();
+	}
+
+	@Test
 	void backgroundWorkIsCountedPerExportAndOp() {
 		SimpleMeterRegistry registry = new SimpleMeterRegistry();
 		NbdMetrics metrics = new NbdMetrics(registry);
