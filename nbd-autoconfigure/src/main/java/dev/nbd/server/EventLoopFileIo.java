@@ -14,8 +14,11 @@ import org.slf4j.LoggerFactory;
  * <p>A 4 KiB read from the page cache takes a few microseconds, less than handing it to a worker
  * and back (two thread wake-ups, 15-20 µs each on a VM); a cache miss or a write the kernel
  * throttles takes milliseconds, and meanwhile every connection on that network thread waits. So,
- * adaptively: calls run on the network thread until one is slow; then on workers, where their
- * durations are still measured, until {@link #required()} calls in a row were fast. An export that
+ * adaptively: calls run on the network thread until {@value #SLOW_TO_MOVE} slow calls come close
+ * together (a slow call adds {@value #SLOW_WEIGHT} to a score, every fast one takes 1 off, and
+ * more than {@value #SLOW_TO_MOVE} - 1 weights move them): one slow call now and then can be a thread the
+ * scheduler paused on a busy machine, not storage, while misses come in runs. Then on workers, where their durations are still measured, until
+ * {@link #required()} calls in a row were fast. An export that
  * turns slow again within a minute of coming back must show twice as many fast calls the next time
  * (up to {@value #MAX_REQUIRED}), so a file that is only partly cached does not stall a network
  * thread every few dozen calls; one that stayed fast for a minute starts again from
@@ -31,6 +34,12 @@ public final class EventLoopFileIo {
 	private static final Logger logger = LoggerFactory.getLogger(EventLoopFileIo.class);
 
 	static final long SLOW_BASE_NANOS = 200_000;
+
+	/** Slow calls close together on the network thread that move them to workers. */
+	static final int SLOW_TO_MOVE = 4;
+
+	/** What a slow call adds to the score; a fast one takes 1 off: more than 1 slow call in 17 adds up. */
+	static final int SLOW_WEIGHT = 16;
 
 	static final int MIN_REQUIRED = 32;
 
@@ -48,6 +57,12 @@ public final class EventLoopFileIo {
 	private volatile boolean onEventLoop;
 
 	private final AtomicInteger fastInARow = new AtomicInteger();
+
+	/** Recent slow calls on the network thread, weighed against fast ones. */
+	private final AtomicInteger slowScore = new AtomicInteger();
+
+	/** Moves are logged at most once a minute (a busy machine can make a file look slow often). */
+	private final LogRateLimit moveLog = new LogRateLimit(60_000_000_000L);
 
 	private volatile int required = MIN_REQUIRED;
 
@@ -97,7 +112,12 @@ public final class EventLoopFileIo {
 		}
 		boolean slow = slow(nanos, bytes);
 		if (this.onEventLoop) {
-			if (slow) {
+			if (!slow) {
+				if (this.slowScore.get() > 0) {
+					this.slowScore.decrementAndGet();
+				}
+			}
+			else if (this.slowScore.addAndGet(SLOW_WEIGHT) > (SLOW_TO_MOVE - 1) * SLOW_WEIGHT) {
 				toWorkers(nanos, bytes);
 			}
 			return;
@@ -118,10 +138,15 @@ public final class EventLoopFileIo {
 		this.required = (now - this.returnedAt < STEADY_NANOS) ? Math.min(this.required * 2, MAX_REQUIRED)
 				: MIN_REQUIRED;
 		this.fastInARow.set(0);
+		this.slowScore.set(0);
 		this.onEventLoop = false;
 		this.fallbacks.increment();
-		logger.info("Export '{}': a file call took {} µs for {} bytes; its reads and writes run on worker threads"
-				+ " until {} calls in a row are fast", this.exportName, nanos / 1000, bytes, this.required);
+		long suppressed = this.moveLog.acquire("workers");
+		if (suppressed >= 0) {
+			logger.info("Export '{}': {} slow file calls (the last took {} µs for {} bytes); its reads and writes run on"
+					+ " worker threads until {} calls in a row are fast{}", this.exportName, SLOW_TO_MOVE, nanos / 1000,
+					bytes, this.required, LogRateLimit.suppressed(suppressed));
+		}
 	}
 
 	private synchronized void toEventLoop() {
@@ -130,8 +155,11 @@ public final class EventLoopFileIo {
 		}
 		this.returnedAt = this.clock.getAsLong();
 		this.onEventLoop = true;
-		logger.info("Export '{}': {} file calls in a row were fast; its reads and writes run on the network threads again",
-				this.exportName, this.required);
+		long suppressed = this.moveLog.acquire("network");
+		if (suppressed >= 0) {
+			logger.info("Export '{}': {} file calls in a row were fast; its reads and writes run on the network threads"
+					+ " again{}", this.exportName, this.required, LogRateLimit.suppressed(suppressed));
+		}
 	}
 
 }

@@ -4,24 +4,35 @@ import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
- * Lets at most one log line per key through each second and counts the ones held back, so a
+ * Lets at most one log line per key through each second (or interval) and counts the ones held back, so a
  * flood (refused connections, a full disk failing every write) cannot flood the log.
  */
 final class LogRateLimit {
 
-	private static final long INTERVAL_NANOS = 1_000_000_000L;
+	private static final long SECOND_NANOS = 1_000_000_000L;
+
+	private final long intervalNanos;
 
 	private final Map<String, long[]> last = new ConcurrentHashMap<>();
 
+	LogRateLimit() {
+		this(SECOND_NANOS);
+	}
+
+	/** At most one line per key each {@code intervalNanos}. */
+	LogRateLimit(long intervalNanos) {
+		this.intervalNanos = intervalNanos;
+	}
+
 	/**
-	 * -1 when a line for {@code key} went out less than a second ago (this one is held back and
+	 * -1 when a line for {@code key} went out less than an interval ago (this one is held back and
 	 * counted); otherwise the number held back since that line, and this one may go out.
 	 */
 	long acquire(String key) {
 		long now = System.nanoTime();
-		long[] state = this.last.computeIfAbsent(key, (k) -> new long[] { now - 2 * INTERVAL_NANOS, 0 });
+		long[] state = this.last.computeIfAbsent(key, (k) -> new long[] { now - 2 * this.intervalNanos, 0 });
 		synchronized (state) {
-			if (now - state[0] >= INTERVAL_NANOS) {
+			if (now - state[0] >= this.intervalNanos) {
 				long suppressed = state[1];
 				state[0] = now;
 				state[1] = 0;

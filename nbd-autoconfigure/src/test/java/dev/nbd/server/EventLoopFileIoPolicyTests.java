@@ -39,15 +39,47 @@ class EventLoopFileIoPolicyTests {
 	}
 
 	@Test
-	void oneSlowCallOnTheNetworkThreadMovesCallsToWorkers() {
+	void aFewSlowCallsCloseTogetherMoveCallsToWorkers() {
+		for (int i = 0; i < EventLoopFileIo.SLOW_TO_MOVE - 1; i++) {
+			this.io.record(SLOW, 4096);
+			this.io.record(FAST, 4096);
+		}
+		assertThat(this.io.onEventLoop()).as("one slow call short").isTrue();
 		this.io.record(SLOW, 4096);
 		assertThat(this.io.onEventLoop()).isFalse();
 		assertThat(this.io.fallbacks()).isOne();
 	}
 
 	@Test
+	void slowCallsNowAndThenDoNotMoveThem() {
+		// A busy machine pauses a thread now and then: one slow call in 17 never adds up.
+		for (int i = 0; i < 100_000; i++) {
+			this.io.record((i % (EventLoopFileIo.SLOW_WEIGHT + 1) == 0) ? SLOW : FAST, 4096);
+		}
+		assertThat(this.io.onEventLoop()).isTrue();
+		assertThat(this.io.fallbacks()).isZero();
+	}
+
+	@Test
+	void slowCallsMoreOftenAddUp() {
+		int calls = 0;
+		while (this.io.onEventLoop() && calls < 10_000) {
+			this.io.record((calls % 8 == 0) ? SLOW : FAST, 4096);
+			calls++;
+		}
+		assertThat(this.io.onEventLoop()).as("one slow call in 8").isFalse();
+	}
+
+	private void moveToWorkers() {
+		for (int i = 0; i < EventLoopFileIo.SLOW_TO_MOVE; i++) {
+			this.io.record(SLOW, 4096);
+		}
+		assertThat(this.io.onEventLoop()).isFalse();
+	}
+
+	@Test
 	void comesBackAfterEnoughFastCallsInARowOnWorkers() {
-		this.io.record(SLOW, 4096);
+		moveToWorkers();
 		assertThat(this.io.required()).isEqualTo(EventLoopFileIo.MIN_REQUIRED);
 		for (int i = 0; i < EventLoopFileIo.MIN_REQUIRED - 1; i++) {
 			this.io.record(FAST, 4096);
@@ -68,7 +100,7 @@ class EventLoopFileIoPolicyTests {
 	void turningSlowSoonAfterComingBackDoublesTheFastCallsRequiredUpToALimit() {
 		int expected = EventLoopFileIo.MIN_REQUIRED;
 		for (int round = 0; round < 10; round++) {
-			this.io.record(SLOW, 4096);
+			moveToWorkers();
 			assertThat(this.io.required()).isEqualTo(expected);
 			for (int i = 0; i < expected; i++) {
 				this.io.record(FAST, 4096);
@@ -84,14 +116,14 @@ class EventLoopFileIoPolicyTests {
 	@Test
 	void aMinuteOfFastCallsOnTheNetworkThreadResetsTheRequirement() {
 		for (int round = 0; round < 3; round++) {
-			this.io.record(SLOW, 4096);
+			moveToWorkers();
 			for (int i = 0; i < this.io.required(); i++) {
 				this.io.record(FAST, 4096);
 			}
 		}
 		assertThat(this.io.required()).isEqualTo(4 * EventLoopFileIo.MIN_REQUIRED);
 		this.now.addAndGet(EventLoopFileIo.STEADY_NANOS);
-		this.io.record(SLOW, 4096);
+		moveToWorkers();
 		assertThat(this.io.required()).isEqualTo(EventLoopFileIo.MIN_REQUIRED);
 	}
 
