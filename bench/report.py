@@ -451,6 +451,7 @@ def draw(summary, path):
                     ys.append(value / best)
             ax.bar(xs, ys, width, label=server, color=colors.get(server))
         ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.2)  # room for the legend above the bars
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(list(rows), rotation=15, ha="right", fontsize=8)
         ax.set_ylabel("throughput / best peer")

@@ -2,7 +2,7 @@
 # NBD benchmark: the sample app, run with its defaults, side by side with the NBD servers from
 # Debian packages. One command measures everything and updates docs/BENCHMARKS.md and its picture:
 #
-#   mvn -B package -DskipTests && bench/run.sh     # all parts but profile: about 25 minutes on 2 cores
+#   mvn -B package -DskipTests && bench/run.sh     # all parts but profile: about 30 minutes on 2 cores
 #   ROUNDS=5 RUNTIME=10 bench/run.sh main copy     # some parts, longer runs
 #   BUSY_POLL=50us DISK_EVENT_LOOP_IO=true bench/run.sh main   # the app with those two settings forced
 #
@@ -450,10 +450,8 @@ if has_part main || has_part copy || has_part flush || has_part metrics || has_p
 	|| has_part slowdisk; then
 	log "starting servers"
 	start_app app
-	APPS=(app)
 	if [ $CONTAINER = 1 ]; then
 		APP_LAUNCH="taskset -c 1" APP_JVM="-Xmx$CONTAINER_HEAP" start_app app-1cpu
-		APPS+=(app-1cpu)
 	fi
 	if has_part slowdisk; then
 		# The slowdisk part's instance with event-loop-io unset is `app` itself when that runs with
@@ -462,11 +460,9 @@ if has_part main || has_part copy || has_part flush || has_part metrics || has_p
 		if [ -n "$DISK_EVENT_LOOP_IO" ]; then
 			APP_ELIO="" start_app app-elio-default
 			SLOWDISK[app-elio-default]=app-elio-default
-			APPS+=(app-elio-default)
 		fi
 		APP_ELIO=true start_app app-elio-true
 		APP_ELIO=false start_app app-elio-false
-		APPS+=(app-elio-true app-elio-false)
 	fi
 	start_peers
 	for key in "${!URI[@]}"; do
@@ -482,22 +478,23 @@ if has_part main || has_part copy || has_part flush || has_part metrics || has_p
 		fio --name=warm --ioengine=nbd --uri="${URI[$s/mem]}" --rw=randrw --bs=4k --iodepth=16 --time_based \
 			--runtime=2 > /dev/null 2>&1 || true
 	done
-	# The JIT compiles each request path when it first gets hot, and on one CPU that takes a few
-	# seconds of the CPU that serves: the apps measured on them run each acceptance workload once
-	# before the first round.
+	# The JIT compiles each request path when it first gets hot, and on one CPU that takes seconds
+	# of the CPU that serves (1 MiB reads of app-1cpu still got cheaper after 4 s of them): the apps
+	# measured on the acceptance workloads run each of them before the first round.
 	warm=()
-	if has_part main; then warm+=(app); fi
-	if [ $CONTAINER = 1 ]; then warm+=(app-1cpu); fi
-	for s in ${warm[@]+"${warm[@]}"}; do
+	if has_part main; then warm+=(app:2); fi
+	if [ $CONTAINER = 1 ]; then warm+=(app-1cpu:3); fi
+	for entry in ${warm[@]+"${warm[@]}"}; do
 		for export in mem disk; do
 			for w in "${ACCEPTANCE[@]}"; do
 				# shellcheck disable=SC2086
-				fio --name=warm --ioengine=nbd --uri="${URI[$s/$export]}" --time_based --runtime=2 ${FIO_ARGS[$w]} \
-					> /dev/null 2>&1 || true
+				fio --name=warm --ioengine=nbd --uri="${URI[${entry%:*}/$export]}" --time_based --runtime="${entry#*:}" \
+					${FIO_ARGS[$w]} > /dev/null 2>&1 || true
 			done
 		done
 	done
-	for s in "${APPS[@]:1}"; do
+	if has_part slowdisk; then slowdisk_apps=("${SLOWDISK[@]}"); else slowdisk_apps=(); fi
+	for s in ${slowdisk_apps[@]+"${slowdisk_apps[@]}"}; do
 		# shellcheck disable=SC2086
 		fio --name=warm --ioengine=nbd --uri="${URI[$s/disk]}" --time_based --runtime=2 ${FIO_ARGS[randread-4k-4conn]} \
 			> /dev/null 2>&1 || true
