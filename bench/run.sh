@@ -63,9 +63,10 @@
 #   and docs/benchmark.png; 0 for trial runs)
 #
 # Output: tables on stdout, bench/results/<timestamp>/ (raw fio JSON, records.jsonl, summary.json,
-# tables.md, server logs). Needs: java, fio (with the nbd engine), nbdkit, qemu-nbd (qemu-utils),
-# nbd-server, nbdcopy and nbdinfo (libnbd-bin), python3-libnbd, curl, taskset; fincore
-# (util-linux) to check that the slowdisk runs start cold; python3-matplotlib for the picture.
+# tables.md, server logs, commands.txt with each app instance's command line).
+# Needs: java, fio (with the nbd engine), nbdkit, qemu-nbd (qemu-utils), nbd-server, nbdcopy and
+# nbdinfo (libnbd-bin), python3-libnbd, curl, taskset; fincore (util-linux) to check that the
+# slowdisk runs start cold; python3-matplotlib for the picture.
 
 set -euo pipefail
 
@@ -187,10 +188,11 @@ start_app() {
 	free_port port
 	free_port http
 	mkdir -p "$WORK/$name"
-	# shellcheck disable=SC2086
-	(cd "$WORK/$name" && exec ${APP_LAUNCH:-} java ${APP_JAVA_OPTS:-} ${APP_JVM:-} -jar "$JAR" \
-		--nbd.server.port="$port" --server.port="$http" --nbd.exports.disk.path="$WORK/disk.img" \
-		${tuning[@]+"${tuning[@]}"} ${APP_ARGS:-} "$@") > "$OUT/$name.log" 2>&1 &
+	# shellcheck disable=SC2206
+	local cmd=(${APP_LAUNCH:-} java ${APP_JAVA_OPTS:-} ${APP_JVM:-} -jar "$JAR" --nbd.server.port="$port"
+		--server.port="$http" --nbd.exports.disk.path="$WORK/disk.img" ${tuning[@]+"${tuning[@]}"} ${APP_ARGS:-} "$@")
+	echo "$name: ${cmd[*]}" >> "$OUT/commands.txt" # what each instance was given
+	(cd "$WORK/$name" && exec "${cmd[@]}") > "$OUT/$name.log" 2>&1 &
 	PIDS+=($!)
 	APP_PID[$name]=$!
 	SERVER_PID[$name]=$!
