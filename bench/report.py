@@ -139,6 +139,22 @@ def slowdisk(records):
     result["cache"] = {"pages_total": cache[0]["pages_total"] if cache else None,
                        "max_pages_before": max(before) if before else None,
                        "median_pages_after": median(after) if after else None}
+    # Where each app ran its file I/O (from /actuator/nbd/disk): fallbacks to workers during a run,
+    # and in how many runs it started and ended on the network threads.
+    io = defaultdict(list)
+    for r in records:
+        if r.get("set") == "slowdisk-fileio":
+            io[r["server"]].append(r)
+    result["file_io"] = {}
+    for server, rs in io.items():
+        deltas = [r["fallbacks_after"] - r["fallbacks_before"] for r in rs
+                  if isinstance(r.get("fallbacks_after"), int) and isinstance(r.get("fallbacks_before"), int)]
+        result["file_io"][server] = {
+            "runs": len(rs),
+            "fallbacks_per_run": median(deltas) if deltas else None,
+            "started_on_network_threads": sum(1 for r in rs if r.get("network_threads_before") == "true"),
+            "ended_on_network_threads": sum(1 for r in rs if r.get("network_threads_after") == "true"),
+        }
     return result
 
 
@@ -294,15 +310,21 @@ def blocks(summary):
     sd = summary.get("slowdisk")
     if sd:
         best = sd["best_peer"]
-        md = ["| server | throughput / best peer | p99 / best peer | CPU per request / best peer |",
-              "|---|---|---|---|"]
+        io = sd.get("file_io", {})
+        md = ["| server | throughput / best peer | p99 / best peer | CPU per request / best peer "
+              "| file I/O on network threads at start / end of a run | fallbacks to workers per run |",
+              "|---|---|---|---|---|---|"]
         for s in list(SLOWDISK_APPS) + PEERS["disk"]:
             if s not in sd["servers"]:
                 continue
             v = sd["vs_best_peer"][s]
             name = SLOWDISK_APPS.get(s, s)
-            md.append("| %s | %s | %s | %s |" % (name, "**%s**" % fmt(v["throughput"]) if s in SLOWDISK_APPS
-                                                 else fmt(v["throughput"]), fmt(v["p99"]), fmt(v["cpu_per_request"])))
+            f = io.get(s)
+            where = "%d / %d of %d runs" % (f["started_on_network_threads"], f["ended_on_network_threads"],
+                                            f["runs"]) if f else "-"
+            md.append("| %s | %s | %s | %s | %s | %s |" % (
+                name, "**%s**" % fmt(v["throughput"]) if s in SLOWDISK_APPS else fmt(v["throughput"]), fmt(v["p99"]),
+                fmt(v["cpu_per_request"]), where, fmt(f["fallbacks_per_run"], "{:g}") if f else "-"))
         cache = sd["cache"]
         md.append("")
         rounds = max(s["rounds"] for s in sd["servers"].values())

@@ -333,6 +333,18 @@ if "exports" in e:
 print(e.get("flushRequests", "-"), e.get("backendSyncs", "-"))' 2>/dev/null || echo "- -"
 }
 
+# Where an app instance's file export runs reads and plain writes, from /actuator/nbd/{export}'s
+# fileIo, as "onNetworkThreads fallbacks"; "- -" when the endpoint or the field is not there.
+file_io() { # app export
+	curl -fsS "${HTTP[$1]}/actuator/nbd/$2" 2>/dev/null | $PY -c '
+import json, sys
+try:
+    f = json.load(sys.stdin).get("fileIo") or {}
+except Exception:
+    f = {}
+print(str(f.get("onNetworkThreads", "-")).lower(), f.get("fallbacks", "-"))' 2>/dev/null || echo "- -"
+}
+
 # Workloads of the main part: name and fio arguments.
 declare -A FIO_ARGS=(
 	[randread-4k-qd1]="--rw=randread --bs=4k --iodepth=1"
@@ -652,7 +664,8 @@ fi
 if has_part slowdisk; then
 	# File I/O on the network threads is cheap while the page cache answers; here it does not.
 	# Every run starts with the disk file's pages dropped from the page cache; the pages cached
-	# right before the run and right after it are recorded (set slowdisk-cache) to show it.
+	# right before the run and right after it are recorded (set slowdisk-cache) to show it, and for
+	# the apps where their file I/O ran before and after, with the fallbacks to workers (slowdisk-fileio).
 	# The last part of a run: it leaves the file's pages cold.
 	for round in $(seq 1 "$ROUNDS"); do
 		log "slowdisk: round $round/$ROUNDS"
@@ -660,11 +673,19 @@ if has_part slowdisk; then
 			s=${SLOWDISK[$label]:-$label}
 			drop_cache "$WORK/disk.img"
 			before=$(cached_pages "$WORK/disk.img")
+			io_before="- -"
+			[ -z "${HTTP[$s]:-}" ] || io_before=$(file_io "$s" disk)
 			# shellcheck disable=SC2086
 			FIO_LABEL=$label fio_run slowdisk disk randread-4k-4conn-cold "$s" "$round" \
 				"$OUT/raw/slowdisk-$label-$round.json" ${FIO_ARGS[randread-4k-4conn]}
 			record set=slowdisk-cache server="$label" round="$round" pages_before="$before" \
 				pages_after="$(cached_pages "$WORK/disk.img")" pages_total=$(($(stat -c %s "$WORK/disk.img") / 4096))
+			if [ -n "${HTTP[$s]:-}" ]; then
+				read -r net_before fallbacks_before <<< "$io_before"
+				read -r net_after fallbacks_after <<< "$(file_io "$s" disk)"
+				record set=slowdisk-fileio server="$label" round="$round" network_threads_before="$net_before" \
+					network_threads_after="$net_after" fallbacks_before="$fallbacks_before" fallbacks_after="$fallbacks_after"
+			fi
 		done
 	done
 fi
