@@ -1,23 +1,43 @@
 #!/usr/bin/env bash
-# NBD benchmark: the sample app side by side with the NBD servers from Debian packages.
+# NBD benchmark: the sample app, run with its defaults, side by side with the NBD servers from
+# Debian packages. One command measures everything and updates docs/BENCHMARKS.md and its picture:
 #
-# Usage (after `mvn -B package -DskipTests` at the repository root):
-#   bench/run.sh                 # everything but profile, default budget (about 13 minutes on 2 cores)
-#   ROUNDS=5 RUNTIME=10 bench/run.sh main copy
+#   mvn -B package -DskipTests && bench/run.sh     # all parts but profile: about 30 minutes on 2 cores
+#   ROUNDS=5 RUNTIME=10 bench/run.sh main copy     # some parts, longer runs
+#   BUSY_POLL=50us DISK_EVENT_LOOP_IO=true bench/run.sh main   # the app with those two settings forced
 #
-# Parts (arguments; default all but profile): start (start-up time and RSS), main (fio
-# workloads), copy (nbdcopy), flush (1/2/4/8 connections with and without flushes), metrics
-# (metrics on vs off), placement (depth-1 workloads with server and fio pinned to the same CPU and
-# to different CPUs: the round trip of depth 1 depends on the scheduler), profile (JFR recordings of the app under a few workloads, summarised by
-# bench/jfr_top.py into profile-*.txt).
+# Parts (arguments; default all but profile, in this order whatever the order given):
+#   start      start-up time and RSS
+#   main       fio workloads on every server, both exports
+#   copy       nbdcopy of a 1 GiB image into every server
+#   flush      1/2/4/8 connections with and without flushes (app and nbdkit)
+#   metrics    the app with NBD metrics on vs off
+#   placement  depth-1 workloads with server and fio pinned to the same CPU and to different CPUs
+#              (the round trip of depth 1 depends on the scheduler)
+#   container  container-like: every server pinned to CPU 1 (taskset -c 1), fio to CPU 0, the app as
+#              a second instance launched under taskset with -Xmx512m (so the JVM sizes itself for
+#              one CPU) and its 1 GiB memory export filled (export pages live outside the heap);
+#              the five acceptance workloads of issue 16 on both exports
+#   slowdisk   what file I/O on the network threads does when the page cache does not answer: the
+#              disk file's pages are dropped from the page cache before every run (fsync, then
+#              posix_fadvise DONTNEED), then 4 KiB random reads on 4 connections, 8 deep each, over
+#              the whole file; app instances with nbd.exports.disk.event-loop-io unset, true and
+#              false against nbdkit-file, qemu-file and nbdsrv-file
+#   profile    JFR recordings of the app under a few workloads, summarised by bench/jfr_top.py into
+#              profile-*.txt (a run of profile alone leaves docs alone)
 #
 # Servers, all on 127.0.0.1 with free ports, started once and kept for the whole run:
 #   app          the sample app jar: export `mem` (memory backend) and `disk` (file backend)
+#   app-1cpu     container part: the same jar under `taskset -c 1` with -Xmx512m
+#   app-elio-*   slowdisk part: the jar with event-loop-io true and false (unset: `app` itself, unless
+#                DISK_EVENT_LOOP_IO is set: then one more instance)
 #   nbdkit-mem   nbdkit memory plugin, size=1G
 #   nbdkit-null  nbdkit null plugin: moves no data, the protocol ceiling
 #   nbdkit-file  nbdkit file plugin on the same file as the app's `disk`
 #   qemu-mem     qemu-nbd -f raw -t -e 8 on a tmpfs file;  qemu-file: same on the disk file
 #   nbdsrv-mem   nbd-server (one process, config written here) on a tmpfs file; nbdsrv-file: disk file
+# Every app instance runs with the app's defaults: no tuning property is passed unless BUSY_POLL or
+# DISK_EVENT_LOOP_IO say so (machine.json records what was passed, "default" when nothing).
 # The disk file lives in a temporary directory under $BENCH_TMPDIR (default /var/tmp: a real
 # disk, not tmpfs), the tmpfs files under /dev/shm. Every image is first filled with the same
 # 1 GiB of random data, so reads move real data (the app's memory export would otherwise answer
@@ -25,23 +45,28 @@
 #
 # Method: each part runs ROUNDS rounds; in each round every workload runs once on every server,
 # servers in a fresh random order per workload, so slow phases of a shared machine hit all
-# servers alike. Reported figures are medians over rounds.
+# servers alike. Reported figures are medians over rounds; CPU per request is the server's CPU
+# time (from /proc, children included) over the requests fio completed.
 #
 # Environment:
 #   ROUNDS (3)  RUNTIME (2, seconds per fio run)  RAMP (0, fio ramp seconds; the images are
 #   filled and every server warmed up before the first round)
 #   COPY_DIRS ("write": nbdcopy into the server; add "read" for server -> null:)
 #   FLUSH_ROUNDS (1)  PLACEMENT_ROUNDS (3)  FSYNC_EVERY (32 writes per flush for the "with flushes" runs)
-#   DISK_EVENT_LOOP_IO (true: nbd.exports.disk.event-loop-io)  BUSY_POLL (50us: nbd.server.busy-poll;
-#   0 measures the default)
+#   BUSY_POLL (empty: nbd.server.busy-poll not passed; e.g. 50us or 0)
+#   DISK_EVENT_LOOP_IO (empty: nbd.exports.disk.event-loop-io not passed; true or false). The
+#   slowdisk part sets its own three values and ignores this one.
+#   CONTAINER_HEAP (512m: -Xmx of the container part's app)
 #   JAR (sample-app/target/sample-app-*.jar)  BENCH_TMPDIR (/var/tmp)  RESULTS (bench/results)
 #   APP_JAVA_OPTS (extra JVM options, e.g. a JFR recording)  APP_ARGS (extra app arguments)
-#   DOCS (1: also write docs/benchmark-results.json and docs/benchmark.png)
+#   DOCS (1: also rewrite the generated blocks of docs/BENCHMARKS.md, docs/benchmark-results.json
+#   and docs/benchmark.png; 0 for trial runs)
 #
-# Output: a table on stdout, bench/results/<timestamp>/ (raw fio JSON, records.jsonl,
-# summary.json), and with DOCS=1 docs/benchmark-results.json and docs/benchmark.png.
+# Output: tables on stdout, bench/results/<timestamp>/ (raw fio JSON, records.jsonl, summary.json,
+# tables.md, server logs, commands.txt with each app instance's command line).
 # Needs: java, fio (with the nbd engine), nbdkit, qemu-nbd (qemu-utils), nbd-server, nbdcopy and
-# nbdinfo (libnbd-bin), python3-libnbd, curl; python3-matplotlib for the picture (else skipped).
+# nbdinfo (libnbd-bin), python3-libnbd, curl, taskset; fincore (util-linux) to check that the
+# slowdisk runs start cold; python3-matplotlib for the picture.
 
 set -euo pipefail
 
@@ -52,16 +77,22 @@ RAMP=${RAMP:-0}
 COPY_DIRS=${COPY_DIRS:-write}
 FLUSH_ROUNDS=${FLUSH_ROUNDS:-1}
 PLACEMENT_ROUNDS=${PLACEMENT_ROUNDS:-3}
-# Two non-default settings of the app, both reported in machine.json: file export I/O on the
-# network threads, and network threads that poll 50 us before sleeping (0 = the default).
-DISK_EVENT_LOOP_IO=${DISK_EVENT_LOOP_IO:-true}
-BUSY_POLL=${BUSY_POLL:-50us}
+# Tuning properties of the app: empty = not passed, the app's defaults (recorded in machine.json).
+DISK_EVENT_LOOP_IO=${DISK_EVENT_LOOP_IO:-}
+BUSY_POLL=${BUSY_POLL:-}
+CONTAINER_HEAP=${CONTAINER_HEAP:-512m}
 FSYNC_EVERY=${FSYNC_EVERY:-32}
 BENCH_TMPDIR=${BENCH_TMPDIR:-/var/tmp}
 DOCS=${DOCS:-1}
 PY=/usr/bin/python3   # Debian's python3: has python3-libnbd and python3-matplotlib
 PARTS=("$@")
-[ ${#PARTS[@]} -gt 0 ] || PARTS=(start main copy flush metrics placement)
+[ ${#PARTS[@]} -gt 0 ] || PARTS=(start main copy flush metrics placement container slowdisk)
+for part in "${PARTS[@]}"; do
+	case $part in
+	start | main | copy | flush | metrics | placement | container | slowdisk | profile) ;;
+	*) echo "unknown part '$part' (see the top of bench/run.sh)" >&2; exit 2 ;;
+	esac
+done
 if [ "${PARTS[*]}" = profile ]; then DOCS=0; fi
 
 JAR=${JAR:-$(ls "$ROOT"/sample-app/target/sample-app-*.jar 2>/dev/null | grep -v -e sources -e original | head -1 || true)}
@@ -71,7 +102,7 @@ newest_lib=$(ls -t "$ROOT"/nbd-autoconfigure/target/nbd-autoconfigure-*.jar 2>/d
 if [ -n "$newest_lib" ] && [ "$newest_lib" -nt "$JAR" ]; then
 	echo "warning: $JAR is older than $newest_lib; delete it and run mvn package again to benchmark current code" >&2
 fi
-for tool in java fio nbdkit qemu-nbd nbd-server nbdcopy nbdinfo curl; do
+for tool in java fio nbdkit qemu-nbd nbd-server nbdcopy nbdinfo curl taskset; do
 	command -v "$tool" >/dev/null || { echo "missing $tool (see the Debian packages listed in bench/run.sh)" >&2; exit 1; }
 done
 
@@ -142,18 +173,26 @@ declare -A HTTP    # app instance -> actuator base URL
 declare -A APP_PID
 declare -A SERVER_PID # server -> pid whose CPU time (with reaped children) is the server's
 
-start_app() { # name [extra args...]
+# start_app name [extra app args...]: one instance of the jar. The caller may set, for this call:
+#   APP_LAUNCH  a command prefix, e.g. "taskset -c 1" (the JVM then sizes itself for those CPUs)
+#   APP_JVM     extra JVM options, e.g. -Xmx512m
+#   APP_ELIO    nbd.exports.disk.event-loop-io for this instance (empty = not passed); when unset,
+#               DISK_EVENT_LOOP_IO applies
+start_app() {
 	local name=$1
 	shift
-	local port http
+	local port http elio=${APP_ELIO-$DISK_EVENT_LOOP_IO}
+	local tuning=()
+	[ -z "$elio" ] || tuning+=(--nbd.exports.disk.event-loop-io="$elio")
+	[ -z "$BUSY_POLL" ] || tuning+=(--nbd.server.busy-poll="$BUSY_POLL")
 	free_port port
 	free_port http
 	mkdir -p "$WORK/$name"
-	# shellcheck disable=SC2086
-	(cd "$WORK/$name" && exec java ${APP_JAVA_OPTS:-} -jar "$JAR" --nbd.server.port="$port" --server.port="$http" \
-		--nbd.exports.disk.path="$WORK/disk.img" --nbd.exports.disk.event-loop-io="$DISK_EVENT_LOOP_IO" \
-		--nbd.server.busy-poll="$BUSY_POLL" \
-		${APP_ARGS:-} "$@") > "$OUT/$name.log" 2>&1 &
+	# shellcheck disable=SC2206
+	local cmd=(${APP_LAUNCH:-} java ${APP_JAVA_OPTS:-} ${APP_JVM:-} -jar "$JAR" --nbd.server.port="$port"
+		--server.port="$http" --nbd.exports.disk.path="$WORK/disk.img" ${tuning[@]+"${tuning[@]}"} ${APP_ARGS:-} "$@")
+	echo "$name: ${cmd[*]}" >> "$OUT/commands.txt" # what each instance was given
+	(cd "$WORK/$name" && exec "${cmd[@]}") > "$OUT/$name.log" 2>&1 &
 	PIDS+=($!)
 	APP_PID[$name]=$!
 	SERVER_PID[$name]=$!
@@ -206,8 +245,12 @@ EOF
 MEM_SERVERS=(app nbdkit-mem qemu-mem nbdsrv-mem nbdkit-null)
 DISK_SERVERS=(app nbdkit-file qemu-file nbdsrv-file)
 
-# servers_of EXPORT: sets the array `servers` to the servers measured on that export.
-servers_of() { if [ "$1" = mem ]; then servers=("${MEM_SERVERS[@]}"); else servers=("${DISK_SERVERS[@]}"); fi; }
+# servers_of EXPORT [APP]: sets the array `servers` to the servers measured on that export, with
+# APP (an app instance's name) in place of `app`.
+servers_of() {
+	if [ "$1" = mem ]; then servers=("${MEM_SERVERS[@]}"); else servers=("${DISK_SERVERS[@]}"); fi
+	servers[0]=${2:-app}
+}
 
 shuffled() { printf '%s\n' "$@" | shuf; }
 
@@ -216,7 +259,7 @@ shuffled() { printf '%s\n' "$@" | shuf; }
 cpu_ticks() { awk '{print $14+$15+$16+$17}' "/proc/${SERVER_PID[$1]}/stat" 2>/dev/null || echo 0; }
 
 # One fio run; records iops, bandwidth, latency and the server's CPU time per request.
-# fio_run set export workload server round file args...
+# fio_run set export workload server round file args...  (FIO_LABEL: the server's name in the record)
 fio_run() {
 	local set=$1 export=$2 workload=$3 server=$4 round=$5 file=$6
 	shift 6
@@ -229,7 +272,7 @@ fio_run() {
 		return 0
 	fi
 	cpu1=$(cpu_ticks "$server")
-	$PY - "$file" "set=$set" "export=$export" "workload=$workload" "server=$server" "round=$round" \
+	$PY - "$file" "set=$set" "export=$export" "workload=$workload" "server=${FIO_LABEL:-$server}" "round=$round" \
 		"cpu_ticks=$((cpu1 - cpu0))" "runtime=$RUNTIME" "ramp=$RAMP" >> "$RECORDS" <<'EOF'
 import json, os, sys
 job = json.load(open(sys.argv[1]))["jobs"][0]
@@ -290,6 +333,18 @@ if "exports" in e:
 print(e.get("flushRequests", "-"), e.get("backendSyncs", "-"))' 2>/dev/null || echo "- -"
 }
 
+# Where an app instance's file export runs reads and plain writes, from /actuator/nbd/{export}'s
+# fileIo, as "onNetworkThreads fallbacks"; "- -" when the endpoint or the field is not there.
+file_io() { # app export
+	curl -fsS "${HTTP[$1]}/actuator/nbd/$2" 2>/dev/null | $PY -c '
+import json, sys
+try:
+    f = json.load(sys.stdin).get("fileIo") or {}
+except Exception:
+    f = {}
+print(str(f.get("onNetworkThreads", "-")).lower(), f.get("fallbacks", "-"))' 2>/dev/null || echo "- -"
+}
+
 # Workloads of the main part: name and fio arguments.
 declare -A FIO_ARGS=(
 	[randread-4k-qd1]="--rw=randread --bs=4k --iodepth=1"
@@ -301,8 +356,36 @@ declare -A FIO_ARGS=(
 	[write-1m-qd8]="--rw=write --bs=1m --iodepth=8"
 )
 WORKLOADS=(randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd1 randwrite-4k-qd32 randread-4k-4conn read-1m-qd8 write-1m-qd8)
+# The acceptance workloads of issue 16 (the container part runs these).
+ACCEPTANCE=(randread-4k-qd32 randwrite-4k-qd32 randread-4k-4conn read-1m-qd8 write-1m-qd8)
 
 has_part() { local p; for p in "${PARTS[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
+
+ALL_CPUS="0-$(($(nproc) - 1))"
+# pin CPUS SERVER...: sets the CPU affinity of every thread of those servers (threads and processes
+# they start later inherit it).
+pin() {
+	local cpus=$1 s
+	shift
+	for s in "$@"; do taskset -a -p -c "$cpus" "${SERVER_PID[$s]}" > /dev/null; done
+}
+
+# Pages of FILE in the page cache ("-" without fincore from util-linux).
+cached_pages() {
+	if command -v fincore > /dev/null; then fincore -n -o PAGES "$1" 2> /dev/null | tr -d ' ' || echo -; else echo -; fi
+}
+
+# drop_cache FILE: writes FILE's dirty pages back, then asks the kernel to drop its pages from the
+# page cache. Unprivileged, and enough for clean pages of a file nobody maps (no server here maps it).
+drop_cache() {
+	$PY - "$1" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.fsync(fd)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+os.close(fd)
+EOF
+}
 
 log "results in $OUT; work files in $WORK and $SHM"
 $PY - > "$OUT/machine.json" <<EOF
@@ -325,7 +408,15 @@ print(json.dumps({
     "libnbd": sh("nbdcopy --version | tail -1"),
     "loadavg": open("/proc/loadavg").read().split()[:3],
     "rounds": $ROUNDS, "runtime_s": $RUNTIME, "ramp_s": $RAMP,
-    "app_settings": {"nbd.server.busy-poll": "$BUSY_POLL", "nbd.exports.disk.event-loop-io": "$DISK_EVENT_LOOP_IO"},
+    "placement_rounds": $PLACEMENT_ROUNDS, "flush_rounds": $FLUSH_ROUNDS,
+    "started": "$(date -u '+%Y-%m-%d %H:%M UTC')",
+    "args": "$*", "parts": "${PARTS[*]}",
+    # What the app instances were given: "default" = the property was not passed.
+    "app_settings": {"nbd.server.busy-poll": "${BUSY_POLL:-default}",
+                     "nbd.exports.disk.event-loop-io": "${DISK_EVENT_LOOP_IO:-default}"},
+    "container": {"servers": "taskset -c 1", "fio": "taskset -c 0", "app_jvm": "-Xmx$CONTAINER_HEAP"},
+    "slowdisk": {"nbd.exports.disk.event-loop-io": {"app-elio-default": "default", "app-elio-true": "true",
+                                                    "app-elio-false": "false"}},
 }))
 EOF
 
@@ -364,22 +455,66 @@ if has_part start; then
 	kill "$npid"; wait "$npid" 2>/dev/null || true
 fi
 
-if has_part main || has_part copy || has_part flush || has_part metrics || has_part placement; then
+# The container part pins servers to CPU 1 and fio to CPU 0.
+CONTAINER=0
+if has_part container; then
+	if [ "$(nproc)" -ge 2 ]; then CONTAINER=1; else log "container: skipped, needs 2 CPUs"; fi
+fi
+if has_part main || has_part copy || has_part flush || has_part metrics || has_part placement || [ $CONTAINER = 1 ] \
+	|| has_part slowdisk; then
 	log "starting servers"
 	start_app app
+	if [ $CONTAINER = 1 ]; then
+		APP_LAUNCH="taskset -c 1" APP_JVM="-Xmx$CONTAINER_HEAP" start_app app-1cpu
+	fi
+	if has_part slowdisk; then
+		# The slowdisk part's instance with event-loop-io unset is `app` itself when that runs with
+		# the default (it then has to adapt from the warm runs before), else one more.
+		declare -A SLOWDISK=([app-elio-default]=app [app-elio-true]=app-elio-true [app-elio-false]=app-elio-false)
+		if [ -n "$DISK_EVENT_LOOP_IO" ]; then
+			APP_ELIO="" start_app app-elio-default
+			SLOWDISK[app-elio-default]=app-elio-default
+		fi
+		APP_ELIO=true start_app app-elio-true
+		APP_ELIO=false start_app app-elio-false
+	fi
 	start_peers
 	for key in "${!URI[@]}"; do
 		case $key in app-start/* | */big) continue ;; esac
-		wait_nbd "${URI[$key]}" 120
+		wait_nbd "${URI[$key]}" 300 # several JVMs starting at once on a busy machine take a while
 	done
-	log "filling every image with the same random data (also warms up the JVM)"
-	for s in app nbdkit-mem qemu-mem nbdsrv-mem; do nbdcopy "$SHM/src.img" "${URI[$s/mem]}"; done
-	for s in app nbdkit-file; do nbdcopy "$SHM/src.img" "${URI[$s/disk]}"; done # one file, shared
+	log "filling every image with the same random data (also warms up the JVMs)"
+	for s in "${MEM_SERVERS[@]}" ${URI[app-1cpu/mem]+app-1cpu}; do
+		[ $s = nbdkit-null ] || nbdcopy "$SHM/src.img" "${URI[$s/mem]}"
+	done
+	nbdcopy "$SHM/src.img" "${URI[app/disk]}" # one file, shared by every file server
 	for s in "${MEM_SERVERS[@]}"; do
 		fio --name=warm --ioengine=nbd --uri="${URI[$s/mem]}" --rw=randrw --bs=4k --iodepth=16 --time_based \
 			--runtime=2 > /dev/null 2>&1 || true
 	done
+	# The JIT compiles each request path when it first gets hot, and on one CPU that takes seconds
+	# of the CPU that serves (1 MiB reads of app-1cpu still got cheaper after 4 s of them): the apps
+	# measured on the acceptance workloads run each of them before the first round.
+	warm=()
+	if has_part main; then warm+=(app:2); fi
+	if [ $CONTAINER = 1 ]; then warm+=(app-1cpu:3); fi
+	for entry in ${warm[@]+"${warm[@]}"}; do
+		for export in mem disk; do
+			for w in "${ACCEPTANCE[@]}"; do
+				# shellcheck disable=SC2086
+				fio --name=warm --ioengine=nbd --uri="${URI[${entry%:*}/$export]}" --time_based --runtime="${entry#*:}" \
+					${FIO_ARGS[$w]} > /dev/null 2>&1 || true
+			done
+		done
+	done
+	if has_part slowdisk; then slowdisk_apps=("${SLOWDISK[@]}"); else slowdisk_apps=(); fi
+	for s in ${slowdisk_apps[@]+"${slowdisk_apps[@]}"}; do
+		# shellcheck disable=SC2086
+		fio --name=warm --ioengine=nbd --uri="${URI[$s/disk]}" --time_based --runtime=2 ${FIO_ARGS[randread-4k-4conn]} \
+			> /dev/null 2>&1 || true
+	done
 	for s in "${!URI[@]}"; do
+		case $s in app-start/* | */big) continue ;; esac
 		printf '%s\t%s\n' "$s" "$(nbdinfo --can multi-conn "${URI[$s]}" >/dev/null 2>&1 && echo multi-conn || echo single-conn)"
 	done | sort > "$OUT/multiconn.txt"
 fi
@@ -481,14 +616,11 @@ if has_part placement; then
 	# waking the other side on another CPU. Pinning server and fio to one CPU, then to two
 	# different CPUs, takes the scheduler's placement out of the comparison.
 	if [ "$(nproc)" -ge 2 ]; then
-		all_cpus="0-$(($(nproc) - 1))"
 		for round in $(seq 1 "$PLACEMENT_ROUNDS"); do
 			log "placement: round $round/$PLACEMENT_ROUNDS"
 			for placement in same-cpu other-cpu; do
 				if [ $placement = same-cpu ]; then server_cpu=0; else server_cpu=1; fi
-				for s in "${MEM_SERVERS[@]}" "${DISK_SERVERS[@]}"; do
-					taskset -a -p -c "$server_cpu" "${SERVER_PID[$s]}" > /dev/null
-				done
+				pin "$server_cpu" "${MEM_SERVERS[@]}" "${DISK_SERVERS[@]}"
 				for export in mem disk; do
 					servers_of $export
 					for w in randread-4k-qd1 randwrite-4k-qd1; do
@@ -500,13 +632,62 @@ if has_part placement; then
 					done
 				done
 			done
-			for s in "${MEM_SERVERS[@]}" "${DISK_SERVERS[@]}"; do
-				taskset -a -p -c "$all_cpus" "${SERVER_PID[$s]}" > /dev/null
-			done
+			pin "$ALL_CPUS" "${MEM_SERVERS[@]}" "${DISK_SERVERS[@]}"
 		done
 	else
 		log "placement: skipped, needs 2 CPUs"
 	fi
+fi
+
+if [ $CONTAINER = 1 ]; then
+	# Where users deploy: a container with one CPU and a heap limit. The app instance app-1cpu was
+	# launched on CPU 1 with -Xmx$CONTAINER_HEAP; the peers are pinned to the same CPU for this part,
+	# and fio runs on the other one.
+	PEERS=("${MEM_SERVERS[@]:1}" "${DISK_SERVERS[@]:1}")
+	pin 1 "${PEERS[@]}"
+	for round in $(seq 1 "$ROUNDS"); do
+		log "container: round $round/$ROUNDS"
+		for export in mem disk; do
+			servers_of $export app-1cpu
+			for w in "${ACCEPTANCE[@]}"; do
+				for s in $(shuffled "${servers[@]}"); do
+					# shellcheck disable=SC2086
+					FIO_CPU=0 fio_run container $export "$w" "$s" "$round" "$OUT/raw/container-$export-$w-$s-$round.json" \
+						${FIO_ARGS[$w]}
+				done
+			done
+		done
+	done
+	pin "$ALL_CPUS" "${PEERS[@]}"
+fi
+
+if has_part slowdisk; then
+	# File I/O on the network threads is cheap while the page cache answers; here it does not.
+	# Every run starts with the disk file's pages dropped from the page cache; the pages cached
+	# right before the run and right after it are recorded (set slowdisk-cache) to show it, and for
+	# the apps where their file I/O ran before and after, with the fallbacks to workers (slowdisk-fileio).
+	# The last part of a run: it leaves the file's pages cold.
+	for round in $(seq 1 "$ROUNDS"); do
+		log "slowdisk: round $round/$ROUNDS"
+		for label in $(shuffled "${!SLOWDISK[@]}" "${DISK_SERVERS[@]:1}"); do
+			s=${SLOWDISK[$label]:-$label}
+			drop_cache "$WORK/disk.img"
+			before=$(cached_pages "$WORK/disk.img")
+			io_before="- -"
+			[ -z "${HTTP[$s]:-}" ] || io_before=$(file_io "$s" disk)
+			# shellcheck disable=SC2086
+			FIO_LABEL=$label fio_run slowdisk disk randread-4k-4conn-cold "$s" "$round" \
+				"$OUT/raw/slowdisk-$label-$round.json" ${FIO_ARGS[randread-4k-4conn]}
+			record set=slowdisk-cache server="$label" round="$round" pages_before="$before" \
+				pages_after="$(cached_pages "$WORK/disk.img")" pages_total=$(($(stat -c %s "$WORK/disk.img") / 4096))
+			if [ -n "${HTTP[$s]:-}" ]; then
+				read -r net_before fallbacks_before <<< "$io_before"
+				read -r net_after fallbacks_after <<< "$(file_io "$s" disk)"
+				record set=slowdisk-fileio server="$label" round="$round" network_threads_before="$net_before" \
+					network_threads_after="$net_after" fallbacks_before="$fallbacks_before" fallbacks_after="$fallbacks_after"
+			fi
+		done
+	done
 fi
 
 if has_part profile; then
