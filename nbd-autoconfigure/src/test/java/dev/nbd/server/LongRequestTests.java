@@ -1,23 +1,15 @@
 package dev.nbd.server;
 
 import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Arrays;
 import java.util.List;
-import java.util.Map;
 import java.util.Random;
-import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.Semaphore;
 import java.util.concurrent.ThreadPoolExecutor;
-import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
-import java.util.concurrent.atomic.AtomicLong;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 
 import dev.nbd.backend.ExportBackend;
@@ -25,93 +17,96 @@ import dev.nbd.backend.FileBackend;
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.GatedBackend;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 import dev.nbd.testsupport.RawNbdClient.Reply;
+import dev.nbd.testsupport.RecordingListener;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
 /**
  * CACHE, TRIM and WRITE_ZEROES over long ranges run as bounded chunks that queue behind other
- * clients' work: proven by events with a backend whose zero-writes wait at a gate the test
- * opens one chunk at a time, never by timing.
+ * clients' work: proven by events with a backend (no native zeroing, so the server writes the
+ * zeroes 1 MiB a chunk) whose requests wait at a gate the test opens one request at a time, never
+ * by timing.
  */
 class LongRequestTests {
 
 	private static final int MIB = 1 << 20;
 
-	private final BackgroundCounter counter = new BackgroundCounter();
-
-	private NbdServer server;
-
-	@AfterEach
-	void stop() {
-		if (this.server != null) {
-			this.server.stop();
-		}
-	}
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
 
 	/**
 	 * With a single worker busy zeroing 64 MiB for one client, another client's 4 KiB READ is
 	 * answered after the chunk in progress, before the zeroing goes on (on one long task it
-	 * would wait for all 64 chunks; here the gate holds the second chunk until the READ has
-	 * been answered, so without chunking this test times out).
+	 * would wait for all 64 chunks; here the gate lets through only the first chunk and one
+	 * more request, which must be the READ, so without chunking the READ is never answered).
 	 */
 	@Test
 	void aReadFromAnotherClientIsAnsweredBetweenTheChunksOfALongWriteZeroes() throws Exception {
-		GatedBackend backend = new GatedBackend();
-		start(backend, 1);
-		try (RawNbdClient zeroing = RawNbdClient.connect(this.server.port(), "gated");
-				RawNbdClient reading = RawNbdClient.connect(this.server.port(), "gated")) {
+		GatedBackend backend = GatedBackend.withPattern("gated", 64 * MIB);
+		backend.close();
+		NbdServer server = this.servers.start(NbdServerConfig.builder().workerThreads(1), backend);
+		try (RawNbdClient zeroing = RawNbdClient.connect(server.port(), "gated");
+				RawNbdClient reading = RawNbdClient.connect(server.port(), "gated")) {
 			zeroing.sendRequest(0, NbdProtocol.CMD_WRITE_ZEROES, 1, 0, 64 * MIB, null);
-			assertThat(backend.writeEntered.await(10, TimeUnit.SECONDS)).isTrue();
+			backend.awaitWaiting(1);
 			reading.sendRequest(0, NbdProtocol.CMD_READ, 2, 8 * MIB, 4096, null);
-			ThreadPoolExecutor pool = (ThreadPoolExecutor) this.server.blockingExecutor();
+			ThreadPoolExecutor pool = (ThreadPoolExecutor) server.blockingExecutor();
 			await().atMost(Duration.ofSeconds(10)).until(() -> pool.getQueue().size() == 1);
-			// The first chunk finishes; its successor queues behind the READ.
-			backend.gate.release();
+			// The first chunk finishes; its successor queues behind the READ, which takes the second pass.
+			backend.letThrough(2);
 			Reply read = reading.readReply(4096);
 			assertThat(read.error()).isZero();
-			assertThat(read.data()).containsOnly(GatedBackend.FILL);
-			assertThat(backend.zeroWrites.get()).isEqualTo(1);
-			backend.gate.release(Integer.MAX_VALUE / 2);
+			byte[] expected = new byte[4096];
+			for (int i = 0; i < expected.length; i++) {
+				expected[i] = GatedBackend.expected(8 * MIB + i);
+			}
+			assertThat(read.data()).as("the bytes before zeroing reached them").isEqualTo(expected);
+			assertThat(writes(backend)).isEqualTo(1);
+			backend.open();
 			assertThat(zeroing.readSimpleReply().error()).isZero();
-			assertThat(backend.zeroWrites.get()).isEqualTo(64);
-			assertThat(this.counter.bytes("gated", "write_zeroes")).isEqualTo(64L * MIB);
-			assertThat(this.counter.chunks("gated", "write_zeroes")).isEqualTo(64);
+			assertThat(writes(backend)).isEqualTo(64);
+			assertThat(this.servers.listener().chunkBytes("gated", "write_zeroes")).isEqualTo(64L * MIB);
+			assertThat(this.servers.listener().chunks("gated", "write_zeroes")).isEqualTo(64);
 		}
 	}
 
 	/** A connection that goes away stops its long request: no more chunks reach the backend. */
 	@Test
 	void aLongRequestStopsWhenItsConnectionCloses() throws Exception {
-		GatedBackend backend = new GatedBackend();
-		start(backend, 2);
-		RawNbdClient zeroing = RawNbdClient.connect(this.server.port(), "gated");
+		GatedBackend backend = new GatedBackend("gated", 64 * MIB);
+		backend.close();
+		NbdServer server = this.servers.start(NbdServerConfig.builder().workerThreads(2), backend);
+		RawNbdClient zeroing = RawNbdClient.connect(server.port(), "gated");
 		zeroing.sendRequest(0, NbdProtocol.CMD_WRITE_ZEROES, 1, 0, 64 * MIB, null);
-		assertThat(backend.writeEntered.await(10, TimeUnit.SECONDS)).isTrue();
+		backend.awaitWaiting(1);
 		zeroing.close();
-		await().atMost(Duration.ofSeconds(10)).until(() -> this.server.connections().isEmpty());
-		backend.gate.release(Integer.MAX_VALUE / 2);
-		BackgroundScheduler scheduler = this.server.backgroundScheduler();
+		await().atMost(Duration.ofSeconds(10)).until(() -> server.connections().isEmpty());
+		backend.open();
+		BackgroundScheduler scheduler = server.backgroundScheduler();
 		await().atMost(Duration.ofSeconds(10)).until(() -> scheduler.running() == 0 && scheduler.waiting() == 0);
-		assertThat(backend.zeroWrites.get()).isEqualTo(1);
+		assertThat(writes(backend)).isEqualTo(1);
 	}
 
 	/** A graceful shutdown does not wait for the rest of a long request: it is answered ESHUTDOWN. */
 	@Test
 	void aLongRequestStopsWithEshutdownWhenTheServerDrains() throws Exception {
-		GatedBackend backend = new GatedBackend();
-		start(backend, 2);
-		try (RawNbdClient zeroing = RawNbdClient.connect(this.server.port(), "gated")) {
+		GatedBackend backend = new GatedBackend("gated", 64 * MIB);
+		backend.close();
+		NbdServer server = this.servers.start(NbdServerConfig.builder().workerThreads(2), backend);
+		try (RawNbdClient zeroing = RawNbdClient.connect(server.port(), "gated")) {
 			zeroing.sendRequest(0, NbdProtocol.CMD_WRITE_ZEROES, 1, 0, 64 * MIB, null);
-			assertThat(backend.writeEntered.await(10, TimeUnit.SECONDS)).isTrue();
-			Thread stopper = new Thread(() -> this.server.shutdownGracefully(Duration.ofSeconds(30)));
+			backend.awaitWaiting(1);
+			Thread stopper = new Thread(() -> server.shutdownGracefully(Duration.ofSeconds(30)));
 			stopper.start();
-			await().atMost(Duration.ofSeconds(10)).until(this.server::isDraining);
-			backend.gate.release(Integer.MAX_VALUE / 2);
+			await().atMost(Duration.ofSeconds(10)).until(server::isDraining);
+			backend.open();
 			assertThat(zeroing.readSimpleReply().error()).isEqualTo(NbdError.ESHUTDOWN.code());
-			assertThat(backend.zeroWrites.get()).isEqualTo(1);
+			assertThat(writes(backend)).isEqualTo(1);
 			stopper.join(30_000);
 			assertThat(stopper.isAlive()).isFalse();
 		}
@@ -122,18 +117,16 @@ class LongRequestTests {
 	void longRequestsLeaveTheRightBytes(@TempDir Path dir) throws Exception {
 		long size = 24L * MIB;
 		List<ExportBackend> backends = List.of(new MemoryBackend("mem", size, null, false),
-				new FileBackend("disk", dir.resolve("disk.img"), size, null, false) {
+				this.servers.closeAfter(new FileBackend("disk", dir.resolve("disk.img"), size, null, false) {
 					@Override
 					public boolean canZero() {
 						// Zeroes written by the server (1 MiB data chunks), not with fallocate.
 						return false;
 					}
-				});
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).maxPayload(4 * MIB).build(), backends, Map.of(),
-				Map.of(), this.counter);
-		this.server.start();
+				}));
+		NbdServer server = this.servers.start(NbdServerConfig.builder().maxPayload(4 * MIB), backends);
 		for (String export : List.of("mem", "disk")) {
-			try (RawNbdClient c = RawNbdClient.connect(this.server.port(), export)) {
+			try (RawNbdClient c = RawNbdClient.connect(server.port(), export)) {
 				byte[] model = new byte[(int) size];
 				new Random(7).nextBytes(model);
 				for (int off = 0; off < size; off += 4 * MIB) {
@@ -163,11 +156,12 @@ class LongRequestTests {
 				}
 			}
 		}
-		assertThat(this.counter.bytes("mem", "write_zeroes")).isEqualTo(17L * MIB + 5);
-		assertThat(this.counter.chunks("mem", "write_zeroes")).isEqualTo(5);
-		assertThat(this.counter.chunks("disk", "write_zeroes")).isEqualTo(18);
-		assertThat(this.counter.bytes("disk", "cache")).isEqualTo(size);
-		assertThat(this.counter.chunks("mem", "trim")).isEqualTo(2);
+		RecordingListener listener = this.servers.listener();
+		assertThat(listener.chunkBytes("mem", "write_zeroes")).isEqualTo(17L * MIB + 5);
+		assertThat(listener.chunks("mem", "write_zeroes")).isEqualTo(5);
+		assertThat(listener.chunks("disk", "write_zeroes")).isEqualTo(18);
+		assertThat(listener.chunkBytes("disk", "cache")).isEqualTo(size);
+		assertThat(listener.chunks("mem", "trim")).isEqualTo(2);
 	}
 
 	private static int call(RawNbdClient c, int flags, int type, long offset, long length) throws IOException {
@@ -175,83 +169,9 @@ class LongRequestTests {
 		return c.readSimpleReply().error();
 	}
 
-	private void start(ExportBackend backend, int workers) {
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).workerThreads(workers).build(),
-				List.of(backend), Map.of(), Map.of(), this.counter);
-		this.server.start();
-	}
-
-	/**
-	 * 1 GiB that reads as {@link #FILL} and stores nothing; each write (the server's emulated
-	 * zeroing, 1 MiB a chunk) waits for a permit of {@link #gate}.
-	 */
-	private static final class GatedBackend implements ExportBackend {
-
-		static final byte FILL = (byte) 0xab;
-
-		final Semaphore gate = new Semaphore(0);
-
-		final CountDownLatch writeEntered = new CountDownLatch(1);
-
-		final AtomicInteger zeroWrites = new AtomicInteger();
-
-		@Override
-		public String name() {
-			return "gated";
-		}
-
-		@Override
-		public long size() {
-			return 1L << 30;
-		}
-
-		@Override
-		public void read(long offset, ByteBuffer dst) {
-			while (dst.hasRemaining()) {
-				dst.put(FILL);
-			}
-		}
-
-		@Override
-		public void write(long offset, ByteBuffer src, boolean fua) throws IOException {
-			this.writeEntered.countDown();
-			try {
-				if (!this.gate.tryAcquire(30, TimeUnit.SECONDS)) {
-					throw new IOException("gate never opened");
-				}
-			}
-			catch (InterruptedException ex) {
-				Thread.currentThread().interrupt();
-				throw new IOException(ex);
-			}
-			src.position(src.limit());
-			this.zeroWrites.incrementAndGet();
-		}
-
-	}
-
-	/** Sums {@link NbdServerListener#backgroundChunk} per export and op. */
-	private static final class BackgroundCounter implements NbdServerListener {
-
-		private final Map<String, AtomicLong> bytes = new ConcurrentHashMap<>();
-
-		private final Map<String, AtomicLong> chunks = new ConcurrentHashMap<>();
-
-		@Override
-		public void backgroundChunk(Export export, String op, long n) {
-			String key = export.name() + "/" + op;
-			this.bytes.computeIfAbsent(key, (k) -> new AtomicLong()).addAndGet(n);
-			this.chunks.computeIfAbsent(key, (k) -> new AtomicLong()).incrementAndGet();
-		}
-
-		long bytes(String export, String op) {
-			return this.bytes.getOrDefault(export + "/" + op, new AtomicLong()).get();
-		}
-
-		long chunks(String export, String op) {
-			return this.chunks.getOrDefault(export + "/" + op, new AtomicLong()).get();
-		}
-
+	/** Writes the backend completed (the server's emulated zeroing: one per 1 MiB chunk). */
+	private static long writes(GatedBackend backend) {
+		return backend.events().stream().filter((e) -> e.startsWith("write ")).count();
 	}
 
 }

@@ -5,7 +5,6 @@ import java.nio.ByteBuffer;
 import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
-import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 
@@ -17,7 +16,8 @@ import dev.nbd.backend.MemoryBackend;
 /**
  * An export of {@code size} bytes in memory whose reads, writes and flushes wait at a gate while
  * it is closed (open at first), so a test holds requests in flight for as long as it needs and
- * knows when they arrived ({@link #awaitWaiting(int)}, {@link #started()}) instead of sleeping.
+ * knows when they arrived ({@link #awaitWaiting(int)}, {@link #started()}) instead of sleeping, and
+ * lets them on one at a time if it likes ({@link #letThrough(int)}).
  * Only the plain operations (no lending, no pieces), so every request passes the gate; blocking,
  * so the server runs them on its worker threads and the event loop stays free. Records what
  * happened, in order, in {@link #events()}: {@code "read OFFSET"}, {@code "write OFFSET"} (when a
@@ -27,7 +27,13 @@ public class GatedBackend implements ExportBackend {
 
 	private final MemoryBackend data;
 
-	private volatile CountDownLatch gate = new CountDownLatch(0);
+	/** Guards {@link #closed} and {@link #passes}; waiters wait on it. */
+	private final Object gate = new Object();
+
+	private boolean closed;
+
+	/** Requests that may still pass the closed gate ({@link #letThrough(int)}). */
+	private long passes;
 
 	private final AtomicInteger waiting = new AtomicInteger();
 
@@ -70,14 +76,31 @@ public class GatedBackend implements ExportBackend {
 		return (byte) (offset * 7 + (offset >>> 12));
 	}
 
-	/** Requests arriving from now on wait until {@link #open()}. */
+	/** Requests arriving from now on wait until {@link #open()} (or {@link #letThrough(int)}). */
 	public void close() {
-		this.gate = new CountDownLatch(1);
+		synchronized (this.gate) {
+			this.closed = true;
+			this.passes = 0;
+		}
 	}
 
 	/** Lets every waiting and later request through. */
 	public void open() {
-		this.gate.countDown();
+		synchronized (this.gate) {
+			this.closed = false;
+			this.gate.notifyAll();
+		}
+	}
+
+	/**
+	 * Lets {@code count} more requests through the closed gate (any of those waiting or coming
+	 * next); it stays closed for the rest.
+	 */
+	public void letThrough(int count) {
+		synchronized (this.gate) {
+			this.passes += count;
+			this.gate.notifyAll();
+		}
 	}
 
 	/** How many requests wait at the gate now. */
@@ -165,17 +188,27 @@ public class GatedBackend implements ExportBackend {
 	}
 
 	private void pass() {
-		this.waiting.incrementAndGet();
-		try {
-			if (!this.gate.await(5, TimeUnit.MINUTES)) {
-				throw new IllegalStateException("gate of " + name() + " never opened");
+		long deadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(5);
+		synchronized (this.gate) {
+			this.waiting.incrementAndGet();
+			try {
+				while (this.closed && this.passes == 0) {
+					long left = deadline - System.nanoTime();
+					if (left <= 0) {
+						throw new IllegalStateException("gate of " + name() + " never opened");
+					}
+					TimeUnit.NANOSECONDS.timedWait(this.gate, left);
+				}
+				if (this.closed) {
+					this.passes--;
+				}
 			}
-		}
-		catch (InterruptedException ex) {
-			Thread.currentThread().interrupt();
-		}
-		finally {
-			this.waiting.decrementAndGet();
+			catch (InterruptedException ex) {
+				Thread.currentThread().interrupt();
+			}
+			finally {
+				this.waiting.decrementAndGet();
+			}
 		}
 	}
 
