@@ -3,16 +3,16 @@ package dev.nbd.server;
 import java.nio.ByteBuffer;
 import java.time.Duration;
 import java.util.List;
-import java.util.Map;
 import java.util.Random;
 import java.util.concurrent.atomic.AtomicInteger;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 import dev.nbd.backend.ExportBackend;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -28,14 +28,10 @@ class CopyFreeTransferTests {
 
 	private static final int SIZE = 16 << 20;
 
-	private NbdServer server;
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
 
-	@AfterEach
-	void stop() {
-		if (this.server != null) {
-			this.server.stop();
-		}
-	}
+	private NbdServer server;
 
 	@Test
 	void largeWritesArriveInPiecesAndLargeReadsComeFromLentMemory() throws Exception {
@@ -105,9 +101,7 @@ class CopyFreeTransferTests {
 	}
 
 	private void start(ExportBackend backend) {
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(backend), Map.of(), Map.of(),
-				null);
-		this.server.start();
+		this.server = this.servers.start(backend);
 	}
 
 	private static void awaitNoLoansOutstanding(LendingBackend backend) {

@@ -1,15 +1,14 @@
 package dev.nbd.server;
 
 import java.nio.ByteBuffer;
-import java.util.List;
-import java.util.Map;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.PipelinedReads;
 import dev.nbd.testsupport.RawNbdClient;
 
@@ -27,6 +26,9 @@ class DisconnectDrainTests {
 
 	private final MemoryBackend backend = new MemoryBackend("mem", 32 * MIB);
 
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
+
 	private NbdServer server;
 
 	@BeforeEach
@@ -39,14 +41,7 @@ class DisconnectDrainTests {
 			}
 			this.backend.write((long) mib * MIB, ByteBuffer.wrap(pattern), false);
 		}
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(this.backend), Map.of(), Map.of(),
-				null);
-		this.server.start();
-	}
-
-	@AfterEach
-	void stop() {
-		this.server.stop();
+		this.server = this.servers.start(this.backend);
 	}
 
 	@Test

@@ -1,13 +1,13 @@
 package dev.nbd.server;
 
 import java.time.Duration;
-import java.util.List;
-import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 import dev.nbd.testsupport.GatedBackend;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.PipelinedReads;
 import dev.nbd.testsupport.RawNbdClient;
 
@@ -20,13 +20,14 @@ import static org.awaitility.Awaitility.await;
  */
 class MaxInFlightTests {
 
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
+
 	@Test
 	void noMoreThanTheCapRunAtOnce() throws Exception {
 		GatedBackend backend = GatedBackend.withPattern("gated", 1 << 20);
 		// More worker threads than requests: only the cap can hold them back.
-		NbdServer server = new NbdServer(NbdServerConfig.builder().port(0).maxInFlight(3).workerThreads(16).build(),
-				List.of(backend), Map.of(), Map.of(), null);
-		server.start();
+		NbdServer server = this.servers.start(NbdServerConfig.builder().maxInFlight(3).workerThreads(16), backend);
 		backend.close();
 		try (RawNbdClient client = RawNbdClient.connect(server.port(), "gated")) {
 			PipelinedReads reads = new PipelinedReads(GatedBackend::expected).send(client, 10, 4096);
@@ -41,7 +42,6 @@ class MaxInFlightTests {
 		}
 		finally {
 			backend.open();
-			server.stop();
 		}
 	}
 

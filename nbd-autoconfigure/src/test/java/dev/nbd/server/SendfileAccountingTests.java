@@ -2,16 +2,15 @@ package dev.nbd.server;
 
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.List;
-import java.util.Map;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 
 import dev.nbd.backend.FileBackend;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -27,20 +26,15 @@ class SendfileAccountingTests {
 
 	private FileBackend file;
 
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
+
 	private NbdServer server;
 
 	@BeforeEach
 	void start() throws Exception {
-		this.file = new FileBackend("file", this.dir.resolve("disk.img"), 32 << 20, null, false, true);
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(this.file), Map.of(), Map.of(),
-				null);
-		this.server.start();
-	}
-
-	@AfterEach
-	void stop() throws Exception {
-		this.server.stop();
-		this.file.close();
+		this.file = this.servers.closeAfter(new FileBackend("file", this.dir.resolve("disk.img"), 32 << 20, null, false, true));
+		this.server = this.servers.start(this.file);
 	}
 
 	@Test

@@ -11,11 +11,12 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -23,20 +24,15 @@ import static org.assertj.core.api.Assertions.assertThat;
 /** multi-conn=single under a stampede: exactly one of many simultaneous clients gets the export. */
 class SingleConnectionExportTest {
 
-	private NbdServer server;
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
 
-	@AfterEach
-	void stop() {
-		if (this.server != null) {
-			this.server.stop();
-		}
-	}
+	private NbdServer server;
 
 	@Test
 	void simultaneousClientsCannotBothWin() throws Exception {
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(),
-				List.of(new MemoryBackend("solo", 1 << 20)), Map.of("solo", MultiConnMode.SINGLE), Map.of(), null);
-		this.server.start();
+		this.server = this.servers.start(NbdServerConfig.builder(), List.of(new MemoryBackend("solo", 1 << 20)),
+				Map.of("solo", MultiConnMode.SINGLE), Map.of());
 		int clients = 16;
 		CyclicBarrier start = new CyclicBarrier(clients);
 		ExecutorService pool = Executors.newFixedThreadPool(clients);
