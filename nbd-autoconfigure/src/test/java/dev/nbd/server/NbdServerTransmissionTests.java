@@ -195,6 +195,27 @@ class NbdServerTransmissionTests {
 		}
 	}
 
+	/** Payload bytes moved are counted per connection and per export; failed requests count none. */
+	@Test
+	void bytesMovedAreCountedPerConnectionAndExport() throws Exception {
+		try (RawNbdClient c = RawNbdClient.connect(this.port, "mem", false, false)) {
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 1, 0, 4096, new byte[4096]);
+			assertOk(c.readSimpleReply(), 1);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 2, 0, 8192, null);
+			assertOk(c.readReply(8192), 2);
+			c.sendRequest(0, NbdProtocol.CMD_WRITE, 3, SIZE - 2, 4, new byte[4]);
+			assertError(c.readSimpleReply(), 3, ENOSPC);
+			c.sendRequest(0, NbdProtocol.CMD_READ, 4, SIZE, 512, null);
+			assertError(c.readSimpleReply(), 4, EINVAL);
+			NbdConnection connection = this.server.connections().iterator().next();
+			assertThat(connection.bytesWritten()).isEqualTo(4096);
+			assertThat(connection.bytesRead()).isEqualTo(8192);
+			assertThat(this.server.export("mem").bytesWritten()).isEqualTo(4096);
+			assertThat(this.server.export("mem").bytesRead()).isEqualTo(8192);
+			assertThat(this.server.export("file").bytesRead()).isZero();
+		}
+	}
+
 	@Test
 	void blockStatusReplyStaysWithinMaximumPayload() throws Exception {
 		try (RawNbdClient c = RawNbdClient.connect(this.port, "striped", true, true)) {
