@@ -21,7 +21,7 @@ import static org.assertj.core.api.Assertions.assertThat;
  */
 class FuaTests {
 
-	private static final int SIZE = 1 << 20;
+	private static final int SIZE = 16 << 20;
 
 	@RegisterExtension
 	final NbdServerExtension servers = new NbdServerExtension();
@@ -48,6 +48,18 @@ class FuaTests {
 		Recording backend = new Recording(true, false);
 		this.servers.start(backend);
 		assertThat(fua(backend, NbdProtocol.CMD_WRITE_ZEROES)).containsExactly("write fua=false", "flush");
+	}
+
+	@Test
+	void aLongRequestIsFlushedOnceAfterItsLastChunk() throws Exception {
+		// 8 MiB run as two 4 MiB chunks, neither with FUA: one flush covers both.
+		Recording backend = new Recording(true, true);
+		this.servers.start(backend);
+		try (RawNbdClient client = RawNbdClient.connect(this.servers.port(), "rec")) {
+			client.sendRequest(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_WRITE_ZEROES, 1, 0, 8 << 20, null);
+			assertThat(client.readSimpleReply().error()).isZero();
+		}
+		assertThat(backend.calls).containsExactly("zero fua=false", "zero fua=false", "flush");
 	}
 
 	/** The backend calls one FUA request of {@code type} over the first 4 KiB made, answered first. */
