@@ -35,10 +35,6 @@ final class BusyPollSelectStrategy implements SelectStrategy {
 	/** Holding one of {@link #slots}. */
 	private boolean holding;
 
-	BusyPollSelectStrategy(long spinNanos) {
-		this(spinNanos, null, System::nanoTime);
-	}
-
 	BusyPollSelectStrategy(long spinNanos, SpinSlots slots) {
 		this(spinNanos, slots, System::nanoTime);
 	}

@@ -86,6 +86,11 @@ public final class EventLoopFileIo {
 		return this.mode;
 	}
 
+	/** Whether {@link #record} uses call durations (only the adaptive mode does). */
+	boolean measures() {
+		return this.mode == EventLoopIo.ADAPTIVE;
+	}
+
 	/** Whether the next read or plain write of the served file runs on the network thread. */
 	public boolean onEventLoop() {
 		return this.onEventLoop;

@@ -611,7 +611,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		NbdError error = null;
 		long bytes = 0;
 		boolean flushAfter = false;
-		boolean timed = fileCall(r);
+		boolean timed = fileCall(r) && this.fileIo.measures();
 		long callStart = timed ? System.nanoTime() : 0;
 		try {
 			switch (r.type()) {

@@ -3,6 +3,7 @@ package dev.nbd.autoconfigure.actuate;
 import java.io.IOException;
 import java.util.Comparator;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 
 import org.springframework.boot.actuate.endpoint.annotation.DeleteOperation;
@@ -136,7 +137,7 @@ public class NbdEndpoint {
 
 	private static FileIoDescriptor fileIo(Export export) {
 		EventLoopFileIo io = export.fileIo();
-		return (io != null) ? new FileIoDescriptor(io.mode().name().toLowerCase(java.util.Locale.ROOT), io.onEventLoop(),
+		return (io != null) ? new FileIoDescriptor(io.mode().name().toLowerCase(Locale.ROOT), io.onEventLoop(),
 				io.fallbacks()) : null;
 	}
 
