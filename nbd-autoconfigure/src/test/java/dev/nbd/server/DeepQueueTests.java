@@ -3,18 +3,18 @@ package dev.nbd.server;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.time.Duration;
-import java.util.List;
-import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.slf4j.LoggerFactory;
 
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.PipelinedReads;
 import dev.nbd.testsupport.RawNbdClient;
 
@@ -29,6 +29,9 @@ import static org.awaitility.Awaitility.await;
  * which the backend is called, which recursion makes grow with every request served in a row.
  */
 class DeepQueueTests {
+
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
 
 	private static final int READS = 60_000;
 
@@ -48,9 +51,7 @@ class DeepQueueTests {
 				super.read(offset, dst);
 			}
 		};
-		NbdServer server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(backend), Map.of(),
-				Map.of(), null);
-		server.start();
+		NbdServer server = this.servers.start(backend);
 		try (RawNbdClient client = RawNbdClient.connect(server.port(), "mem")) {
 			client.socket().setSoTimeout(120_000);
 			warmUp(client);
@@ -67,9 +68,6 @@ class DeepQueueTests {
 			assertThat(reads.receive(client).data()).as("READs answered").isEqualTo(READS);
 			sent.get(60, TimeUnit.SECONDS);
 			assertThat(maxDepth.get()).as("stack depth at the backend").isLessThan(MAX_DEPTH);
-		}
-		finally {
-			server.stop();
 		}
 	}
 
