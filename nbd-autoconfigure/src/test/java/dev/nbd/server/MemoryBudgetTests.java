@@ -2,6 +2,7 @@ package dev.nbd.server;
 
 import java.io.IOException;
 import java.io.OutputStream;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -10,15 +11,18 @@ import java.util.Random;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 import io.netty.buffer.ByteBufAllocator;
 import io.netty.buffer.ByteBufAllocatorMetricProvider;
@@ -37,6 +41,9 @@ class MemoryBudgetTests {
 
 	private static final long BUDGET = 64L * MIB;
 
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
+
 	private final List<RawNbdClient> clients = new ArrayList<>();
 
 	private final ExecutorService threads = Executors.newCachedThreadPool();
@@ -53,17 +60,12 @@ class MemoryBudgetTests {
 		}
 		this.threads.shutdownNow();
 		this.threads.awaitTermination(10, TimeUnit.SECONDS);
-		if (this.server != null) {
-			this.server.stop();
-		}
+		// Then the extension stops the server.
 	}
 
 	private int start() {
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).memoryBudget(BUDGET).build(),
-				List.of(new MemoryBackend("big", 64L * MIB), new MemoryBackend("other", 16L * MIB)), Map.of(), Map.of(),
-				new NbdServerListener() {
-				});
-		this.server.start();
+		this.server = this.servers.start(NbdServerConfig.builder().memoryBudget(BUDGET),
+				new MemoryBackend("big", 64L * MIB), new MemoryBackend("other", 16L * MIB));
 		return this.server.port();
 	}
 
@@ -87,21 +89,24 @@ class MemoryBudgetTests {
 			int id = i;
 			others.add(this.threads.submit(() -> roundTrips(client, id)));
 		}
-		long maxUsed = 0;
-		long maxHeld = 0;
-		// Watch for at least 6 s and until the budget has been spent (a loaded machine is slower to
-		// fill it), at most a minute.
-		long start = System.nanoTime();
-		long deadline = start + TimeUnit.SECONDS.toNanos(60);
-		while (System.nanoTime() < deadline && (System.nanoTime() - start < TimeUnit.SECONDS.toNanos(6)
-				|| maxHeld < BUDGET * 3 / 4 || budget.pauses() == 0)) {
-			long used = usedDirectMemory();
-			// Memory an earlier test left cached may be returned meanwhile: growth from the lowest seen.
-			baseline = Math.min(baseline, used);
-			maxUsed = Math.max(maxUsed, used - baseline);
-			maxHeld = Math.max(maxHeld, budget.held());
-			Thread.sleep(20);
+		// Watched every 20 ms for at least 6 s and until the budget has been spent and enforced (a
+		// loaded machine is slower to fill it), at most a minute.
+		Watch watch = new Watch(budget, baseline);
+		ScheduledExecutorService sampler = Executors.newSingleThreadScheduledExecutor();
+		try {
+			sampler.scheduleAtFixedRate(watch::sample, 0, 20, TimeUnit.MILLISECONDS);
+			await().pollDelay(Duration.ofSeconds(6)).pollInterval(Duration.ofMillis(20)).atMost(Duration.ofSeconds(60))
+				.untilAsserted(() -> {
+					assertThat(budget.pauses()).as("pauses").isPositive();
+					assertThat(watch.maxHeld()).as("most held").isGreaterThanOrEqualTo(BUDGET * 3 / 4);
+				});
 		}
+		finally {
+			sampler.shutdownNow();
+			assertThat(sampler.awaitTermination(10, TimeUnit.SECONDS)).isTrue();
+		}
+		long maxUsed = watch.maxUsed();
+		long maxHeld = watch.maxHeld();
 		this.stop.set(true);
 		for (Future<Integer> other : others) {
 			assertThat(other.get(30, TimeUnit.SECONDS)).as("round trips of a client of the other export")
@@ -140,7 +145,7 @@ class MemoryBudgetTests {
 		for (Future<Boolean> writer : writers) {
 			assertThat(writer.get(60, TimeUnit.SECONDS)).isTrue();
 		}
-		await().atMost(java.time.Duration.ofSeconds(10)).until(() -> this.server.memoryBudget().held() == 0);
+		await().atMost(Duration.ofSeconds(10)).until(() -> this.server.memoryBudget().held() == 0);
 		assertThat(this.server.memoryBudget().pausedConnections()).isZero();
 	}
 
@@ -158,6 +163,40 @@ class MemoryBudgetTests {
 		assertThat(MemoryBudget.memoryExportsShortfall(sizes, 24 * gib, 256L * MIB, 128L * MIB)).isNull();
 		assertThat(MemoryBudget.memoryExportsShortfall(Map.of(), gib, 256L * MIB, 128L * MIB)).isNull();
 		assertThat(MemoryBudget.memoryExportsShortfall(sizes, -1, 256L * MIB, 128L * MIB)).isNull();
+	}
+
+	/** Highest memory held by the budget, and growth of direct memory from the lowest seen, sampled. */
+	private static final class Watch {
+
+		private final MemoryBudget budget;
+
+		private long baseline;
+
+		private long maxUsed;
+
+		private long maxHeld;
+
+		Watch(MemoryBudget budget, long baseline) {
+			this.budget = budget;
+			this.baseline = baseline;
+		}
+
+		synchronized void sample() {
+			long used = usedDirectMemory();
+			// Memory an earlier test left cached may be returned meanwhile: growth from the lowest seen.
+			this.baseline = Math.min(this.baseline, used);
+			this.maxUsed = Math.max(this.maxUsed, used - this.baseline);
+			this.maxHeld = Math.max(this.maxHeld, this.budget.held());
+		}
+
+		synchronized long maxUsed() {
+			return this.maxUsed;
+		}
+
+		synchronized long maxHeld() {
+			return this.maxHeld;
+		}
+
 	}
 
 	private RawNbdClient connect(int port, String export) throws IOException {
