@@ -6,14 +6,14 @@ import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 
 import dev.nbd.server.NbdServer;
-import dev.nbd.server.NbdServerConfig;
 import dev.nbd.testsupport.ExternalTool;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.Processes;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -38,24 +38,19 @@ class SparseFileExportTests {
 
 	private FileBackend backend;
 
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
+
 	private NbdServer server;
 
 	@BeforeEach
 	void start() throws Exception {
 		this.file = this.dir.resolve("disk.img");
 		// 1 GiB holding 2 MiB of data: 1 MiB at the start, 1 MiB at 512 MiB.
-		this.backend = new FileBackend("disk", this.file, GIB, null, false);
+		this.backend = this.servers.closeAfter(new FileBackend("disk", this.file, GIB, null, false));
 		this.backend.write(0, ByteBuffer.wrap(bytes(MIB, (byte) 0x5a)), false);
 		this.backend.write(512 * MIB, ByteBuffer.wrap(bytes(MIB, (byte) 0xa5)), false);
-		this.server = new NbdServer(NbdServerConfig.builder().port(0).build(), List.of(this.backend), Map.of(),
-				Map.of(), null);
-		this.server.start();
-	}
-
-	@AfterEach
-	void stop() throws Exception {
-		this.server.stop();
-		this.backend.close();
+		this.server = this.servers.start(this.backend);
 	}
 
 	@Test

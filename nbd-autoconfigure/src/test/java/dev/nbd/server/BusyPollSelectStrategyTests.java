@@ -3,8 +3,6 @@ package dev.nbd.server;
 import java.lang.management.ManagementFactory;
 import java.lang.management.ThreadMXBean;
 import java.time.Duration;
-import java.util.List;
-import java.util.Map;
 import java.util.Random;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -13,9 +11,11 @@ import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 import io.netty.channel.SelectStrategy;
 
@@ -24,6 +24,9 @@ import static org.awaitility.Awaitility.await;
 
 /** Spin-then-block polling of the network threads ({@code nbd.server.busy-poll}). */
 class BusyPollSelectStrategyTests {
+
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
 
 	private final AtomicLong now = new AtomicLong(1_000_000);
 
@@ -140,13 +143,9 @@ class BusyPollSelectStrategyTests {
 	void theNetworkThreadKeepsPollingAfterARequest(Transport transport) throws Exception {
 		ThreadMXBean threads = ManagementFactory.getThreadMXBean();
 		assertThat(threads.isThreadCpuTimeSupported()).isTrue();
-		NbdServer server = new NbdServer(NbdServerConfig.builder()
-			.port(0)
-			.transport(transport)
-			.eventLoopThreads(1)
-			.busyPoll(Duration.ofSeconds(60))
-			.build(), List.of(new MemoryBackend("mem", 1 << 20)), Map.of(), Map.of(), null);
-		server.start();
+		NbdServer server = this.servers.start(
+				NbdServerConfig.builder().transport(transport).eventLoopThreads(1).busyPoll(Duration.ofSeconds(60)),
+				new MemoryBackend("mem", 1 << 20));
 		try (RawNbdClient client = RawNbdClient.connect(server.port(), "mem")) {
 			await().atMost(Duration.ofSeconds(30)).until(() -> !server.connections().isEmpty());
 			long thread = server.connections()
@@ -163,18 +162,13 @@ class BusyPollSelectStrategyTests {
 			await().atMost(Duration.ofSeconds(60))
 				.until(() -> threads.getThreadCpuTime(thread) - before >= Duration.ofMillis(200).toNanos());
 		}
-		finally {
-			server.stop();
-		}
 	}
 
 	@ParameterizedTest
 	@EnumSource(value = Transport.class, names = { "EPOLL", "NIO" })
 	void aBusyPollingServerServesRequests(Transport transport) throws Exception {
-		NbdServer server = new NbdServer(
-				NbdServerConfig.builder().port(0).transport(transport).busyPoll(Duration.ofMillis(1)).build(),
-				List.of(new MemoryBackend("mem", 16 << 20)), Map.of(), Map.of(), null);
-		server.start();
+		NbdServer server = this.servers.start(NbdServerConfig.builder().transport(transport).busyPoll(Duration.ofMillis(1)),
+				new MemoryBackend("mem", 16 << 20));
 		try (RawNbdClient client = RawNbdClient.connect(server.port(), "mem")) {
 			byte[] data = new byte[256 * 1024];
 			new Random(4).nextBytes(data);
@@ -184,9 +178,6 @@ class BusyPollSelectStrategyTests {
 				// Longer than the spin period: the next request finds the loop blocked again.
 				Thread.sleep(2);
 			}
-		}
-		finally {
-			server.stop();
 		}
 	}
 

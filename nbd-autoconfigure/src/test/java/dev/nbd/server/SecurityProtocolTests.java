@@ -288,26 +288,19 @@ class SecurityProtocolTests {
 	void warnsAtStartWhenBindingBeyondLoopbackWithoutTls(CapturedOutput output) {
 		// 192.0.2.1 (TEST-NET-1) is on no interface here: the bind fails, after the warning, and
 		// nothing is exposed while testing.
-		NbdServer exposed = new NbdServer(NbdServerConfig.builder().address("192.0.2.1").port(0).build(),
-				List.of(new MemoryBackend("mem", 4096)), Map.of(), Map.of(), null);
-		assertThatExceptionOfType(NbdServerException.class).isThrownBy(exposed::start);
+		assertThatExceptionOfType(NbdServerException.class)
+			.isThrownBy(() -> start(NbdServerConfig.builder().address("192.0.2.1"), Map.of(), new MemoryBackend("mem", 4096)));
 		assertThat(output).contains("NBD server binds 192.0.2.1 without TLS");
 
-		NbdServer optional = new NbdServer(NbdServerConfig.builder()
-			.address("192.0.2.1")
-			.port(0)
-			.tls(new TlsSettings(() -> sslContext, false))
-			.build(), List.of(new MemoryBackend("mem", 4096)), Map.of(), Map.of(), null);
-		assertThatExceptionOfType(NbdServerException.class).isThrownBy(optional::start);
+		assertThatExceptionOfType(NbdServerException.class).isThrownBy(() -> start(
+				NbdServerConfig.builder().address("192.0.2.1").tls(new TlsSettings(() -> sslContext, false)), Map.of(),
+				new MemoryBackend("mem", 4096)));
 		assertThat(output).contains("NBD server binds 192.0.2.1 with TLS optional");
 
 		start(NbdServerConfig.builder(), Map.of(), new MemoryBackend("mem", 4096));
-		NbdServer forced = new NbdServer(NbdServerConfig.builder()
-			.address("192.0.2.1")
-			.port(0)
-			.tls(new TlsSettings(() -> sslContext, true))
-			.build(), List.of(new MemoryBackend("mem", 4096)), Map.of(), Map.of(), null);
-		assertThatExceptionOfType(NbdServerException.class).isThrownBy(forced::start);
+		assertThatExceptionOfType(NbdServerException.class).isThrownBy(() -> start(
+				NbdServerConfig.builder().address("192.0.2.1").tls(new TlsSettings(() -> sslContext, true)), Map.of(),
+				new MemoryBackend("mem", 4096)));
 		assertThat(output.toString().lines().filter((l) -> l.contains("NBD server binds"))).hasSize(2);
 	}
 

@@ -20,6 +20,7 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Stream;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 
 import dev.nbd.backend.ExportBackend;
@@ -27,6 +28,7 @@ import dev.nbd.backend.FileBackend;
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 import io.netty.buffer.ByteBufAllocator;
 import io.netty.buffer.ByteBufAllocatorMetricProvider;
@@ -56,6 +58,9 @@ class SoakTests {
 	@TempDir
 	Path dir;
 
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
+
 	private volatile NbdServer server;
 
 	/** Odd while the server restarts; a connection may be lost only around a restart. */
@@ -79,9 +84,8 @@ class SoakTests {
 		FileBackend fast = new FileBackend("fast", this.dir.resolve("fast.img"), SLICE * CLIENTS_PER_EXPORT, null,
 				false, true);
 		List<ExportBackend> backends = List.of(mem, disk, fast);
-		NbdServerConfig config = NbdServerConfig.builder().port(0).maxInFlight(16).build();
-		this.server = new NbdServer(config, backends, Map.of(), Map.of(), null);
-		this.server.start();
+		this.server = this.servers.start(NbdServerConfig.builder().maxInFlight(16), backends);
+		NbdServerConfig config = this.server.config();
 		long deadline = System.nanoTime() + Duration.ofSeconds(seconds).toNanos();
 		List<SliceClient> clients = new ArrayList<>();
 		long seed = Long.getLong("nbd.soak.seed", System.nanoTime());
@@ -120,7 +124,8 @@ class SoakTests {
 		}
 		finally {
 			pool.shutdownNow();
-			this.server.stop();
+			// Now, not after the test: what follows checks that everything was released.
+			this.servers.stopAll();
 			disk.close();
 			fast.close();
 		}

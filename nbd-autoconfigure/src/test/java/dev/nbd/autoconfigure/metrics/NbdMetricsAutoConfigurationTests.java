@@ -4,6 +4,7 @@ import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
 import org.awaitility.Awaitility;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.springframework.boot.autoconfigure.AutoConfigurations;
 import org.springframework.boot.autoconfigure.ssl.SslAutoConfiguration;
 import org.springframework.boot.test.context.FilteredClassLoader;
@@ -14,11 +15,20 @@ import dev.nbd.autoconfigure.NbdServerAutoConfiguration;
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.server.NbdServer;
+import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
 class NbdMetricsAutoConfigurationTests {
+
+	/** For the servers this class starts itself (the others come from the context runner). */
+	private final SimpleMeterRegistry registry = new SimpleMeterRegistry();
+
+	private final NbdMetrics metrics = new NbdMetrics(this.registry);
+
+	@RegisterExtension
+	final NbdServerExtension servers = NbdServerExtension.alsoReportingTo(this.metrics);
 
 	private final ApplicationContextRunner runner = new ApplicationContextRunner()
 		.withConfiguration(AutoConfigurations.of(NbdServerAutoConfiguration.class, SslAutoConfiguration.class,
@@ -73,28 +83,21 @@ class NbdMetricsAutoConfigurationTests {
 
 	@Test
 	void restartedServerGetsMetersForItsNewEventLoops() {
-		SimpleMeterRegistry registry = new SimpleMeterRegistry();
-		NbdMetrics metrics = new NbdMetrics(registry);
-		NbdServer server = new NbdServer(dev.nbd.server.NbdServerConfig.builder().port(0).eventLoopThreads(2).build(),
-				java.util.List.of(new MemoryBackend("m", 4096)), java.util.Map.of(), java.util.Map.of(), metrics);
-		try {
-			server.start();
-			metrics.bindServer(server);
-			assertThat(registry.find("netty.eventexecutor.tasks.pending").gauges()).hasSize(3);
-			java.util.List<String> oldLoops = loopNames(registry);
-			server.stop();
-			server.start();
-			metrics.bindServer(server);
-			// Only the new loops (1 accept + 2 io), each still reporting.
-			assertThat(registry.find("netty.eventexecutor.tasks.pending").gauges()).hasSize(3)
-				.allSatisfy((g) -> assertThat(g.value()).isNotNaN());
-			assertThat(loopNames(registry)).doesNotContainAnyElementsOf(oldLoops);
-			assertThat(registry.find("netty.eventexecutor.workers").tag("group", "nbd-io").gauge().value()).isEqualTo(2);
-			assertThat(registry.find("nbd.connections").tag("export", "m").gauges()).hasSize(1);
-		}
-		finally {
-			server.stop();
-		}
+		NbdServer server = this.servers.start(dev.nbd.server.NbdServerConfig.builder().eventLoopThreads(2),
+				new MemoryBackend("m", 4096));
+		this.metrics.bindServer(server);
+		assertThat(this.registry.find("netty.eventexecutor.tasks.pending").gauges()).hasSize(3);
+		java.util.List<String> oldLoops = loopNames(this.registry);
+		server.stop();
+		server.start();
+		this.metrics.bindServer(server);
+		// Only the new loops (1 accept + 2 io), each still reporting.
+		assertThat(this.registry.find("netty.eventexecutor.tasks.pending").gauges()).hasSize(3)
+			.allSatisfy((g) -> assertThat(g.value()).isNotNaN());
+		assertThat(loopNames(this.registry)).doesNotContainAnyElementsOf(oldLoops);
+		assertThat(this.registry.find("netty.eventexecutor.workers").tag("group", "nbd-io").gauge().value())
+			.isEqualTo(2);
+		assertThat(this.registry.find("nbd.connections").tag("export", "m").gauges()).hasSize(1);
 	}
 
 	private static java.util.List<String> loopNames(MeterRegistry registry) {
