@@ -27,6 +27,9 @@ import io.netty.buffer.Unpooled;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
 import io.netty.channel.ChannelOutboundBuffer;
+import io.netty.channel.ChannelProgressiveFuture;
+import io.netty.channel.ChannelProgressiveFutureListener;
+import io.netty.channel.ChannelProgressivePromise;
 import io.netty.channel.DefaultFileRegion;
 import io.netty.channel.FileRegion;
 import io.netty.channel.socket.DuplexChannel;
@@ -42,7 +45,9 @@ import io.netty.util.ReferenceCountUtil;
  *
  * <p>Backpressure: at most {@code maxInFlight} requests and {@code maxInFlightBytes} of payload
  * are in progress; beyond that requests wait in a queue and the socket is no longer read. Reading
- * also stops while the socket is not writable (a client that does not read its replies).
+ * also stops while the socket is not writable (a client that does not read its replies). Replies
+ * sent by sendfile count toward that too ({@link #unsentFileBytes}), although Netty does not
+ * count them (they hold no memory).
  *
  * <p>All state is touched on the channel's event loop only; workers hand results back to it.
  */
@@ -74,6 +79,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	/** After the last reply and FIN, how long the client has to close its side before we close. */
 	private static final long LINGER_MILLIS = 2000;
+
+	/** The channel's user-defined writability bit that {@link #unsentFileBytes} clears. */
+	private static final int UNSENT_FILE_WRITABILITY = 1;
 
 	private final NbdServer server;
 
@@ -144,6 +152,22 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	/** When the socket last became writable again (replies drained to the low mark). */
 	private long drainedAt = System.nanoTime();
+
+	/**
+	 * Bytes of sendfile replies queued and not yet in the socket. Netty counts a FileRegion as
+	 * nothing toward the channel's write buffer (it holds no memory), so without this a client
+	 * that reads no replies of a file export would leave the socket writable: never paused, and
+	 * never cut off at the write-stall timeout. Past the write buffer's high-water mark they make
+	 * the channel unwritable (a user-defined writability bit, so what the memory budget counts
+	 * stays memory) until they are back under the low mark.
+	 */
+	private long unsentFileBytes;
+
+	/** How many replies {@link #unsentFileBytes} are part of. */
+	private int unsentFileReplies;
+
+	/** Whether {@link #unsentFileBytes} holds the channel unwritable now. */
+	private boolean unsentFileUnwritable;
 
 	private final long openedNanos = System.nanoTime();
 
@@ -262,9 +286,32 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 		}, ms, TimeUnit.MILLISECONDS);
 	}
 
-	private long pendingReplyBytes() {
+	/**
+	 * Replies queued and not yet in the socket: buffers, and what sendfile has still to send. On
+	 * the event loop.
+	 */
+	long pendingReplyBytes() {
 		ChannelOutboundBuffer out = this.ctx.channel().unsafe().outboundBuffer();
-		return (out != null) ? out.totalPendingWriteBytes() : 0;
+		return ((out != null) ? out.totalPendingWriteBytes() : 0) + this.unsentFileBytes;
+	}
+
+	/** READs whose sendfile reply is not all in the socket yet (each holds its in-flight slot). On the event loop. */
+	int unsentFileReplies() {
+		return this.unsentFileReplies;
+	}
+
+	/** {@code delta} more (or, negative, fewer) sendfile bytes not yet in the socket. */
+	private void unsentFile(long delta) {
+		this.unsentFileBytes += delta;
+		boolean unwritable = this.unsentFileUnwritable
+				? this.unsentFileBytes >= this.ctx.channel().config().getWriteBufferLowWaterMark()
+				: this.unsentFileBytes > this.ctx.channel().config().getWriteBufferHighWaterMark();
+		ChannelOutboundBuffer out = this.ctx.channel().unsafe().outboundBuffer();
+		if (unwritable != this.unsentFileUnwritable && out != null) {
+			this.unsentFileUnwritable = unwritable;
+			// Runs channelWritabilityChanged at once when the channel's writability flips.
+			out.setUserDefinedWritability(UNSENT_FILE_WRITABILITY, !unwritable);
+		}
 	}
 
 	@Override
@@ -592,12 +639,33 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 			return;
 		}
 		// The file is read while the region is sent: the request is answered (counted, timed,
-		// its slot freed) only once its bytes are in the socket, not when they are queued.
+		// its slot freed) only once its bytes are in the socket, not when they are queued. Until
+		// then they count as unsent replies, less what each send got into the socket.
 		this.ctx.write(header, this.ctx.voidPromise());
-		this.ctx.writeAndFlush(region).addListener(f -> {
-			NbdError error = f.isSuccess() ? null : NbdError.EIO;
-			done(r, cost, startNanos, List.of(), error, (error == null) ? length : 0);
+		ChannelProgressivePromise sent = this.ctx.newProgressivePromise();
+		sent.addListener(new ChannelProgressiveFutureListener() {
+
+			private long progress;
+
+			@Override
+			public void operationProgressed(ChannelProgressiveFuture future, long progress, long total) {
+				unsentFile(-(progress - this.progress));
+				this.progress = progress;
+			}
+
+			@Override
+			public void operationComplete(ChannelProgressiveFuture future) {
+				TransmissionHandler.this.unsentFileReplies--;
+				unsentFile(-(length - this.progress));
+				this.progress = length;
+				NbdError error = future.isSuccess() ? null : NbdError.EIO;
+				done(r, cost, startNanos, List.of(), error, (error == null) ? length : 0);
+			}
+
 		});
+		this.unsentFileReplies++;
+		unsentFile(length);
+		this.ctx.writeAndFlush(region, sent);
 	}
 
 	/** Runs a validated request; on a worker thread for blocking backends. */

@@ -6,10 +6,12 @@ import java.io.OutputStream;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.nio.ByteBuffer;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -18,16 +20,21 @@ import java.util.concurrent.TimeUnit;
 
 import io.netty.buffer.ByteBufAllocatorMetricProvider;
 import io.netty.channel.Channel;
+import io.netty.channel.ChannelOutboundBuffer;
 import org.awaitility.Awaitility;
 import org.awaitility.core.ConditionFactory;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.extension.RegisterExtension;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.springframework.boot.test.system.CapturedOutput;
 import org.springframework.boot.test.system.OutputCaptureExtension;
 
 import dev.nbd.backend.ExportBackend;
+import dev.nbd.backend.FileBackend;
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.testsupport.NbdServerExtension;
@@ -54,6 +61,9 @@ class AbuseTests {
 
 	private NbdServer server;
 
+	@TempDir
+	Path dir;
+
 	@AfterEach
 	void closeSockets() {
 		for (Socket s : this.sockets) {
@@ -67,6 +77,18 @@ class AbuseTests {
 
 	private int start(NbdServerConfig.Builder config, List<ExportBackend> backends) {
 		this.server = this.servers.start(config, backends);
+		return this.server.port();
+	}
+
+	/**
+	 * "mem" and "file", 16 MiB each; the file's large READs are always sent by sendfile from the
+	 * network thread (event-loop-io=always, no TLS), whatever the speed of its calls.
+	 */
+	private int startWithFile(NbdServerConfig.Builder config) throws IOException {
+		FileBackend file = this.servers.closeAfter(new FileBackend("file", this.dir.resolve("file.img"), 16 * MIB,
+				null, false, true));
+		this.server = this.servers.startWithPolicies(config, List.of(new MemoryBackend("mem", 16 * MIB), file),
+				Map.of("file", ExportPolicy.builder().eventLoopIo(EventLoopIo.ALWAYS).build()));
 		return this.server.port();
 	}
 
@@ -207,13 +229,15 @@ class AbuseTests {
 		}
 	}
 
-	@Test
-	void aClientWhoseRepliesNeverDrainIsCutOffAfterTheWriteStallTimeout() throws Exception {
-		int port = start(NbdServerConfig.builder().maxPayload(MIB).writeStallTimeout(Duration.ofSeconds(5)));
+	/** READ replies of "mem" are buffers; those of "file" are sent from the file by sendfile. */
+	@ParameterizedTest
+	@ValueSource(strings = { "mem", "file" })
+	void aClientWhoseRepliesNeverDrainIsCutOffAfterTheWriteStallTimeout(String export) throws Exception {
+		int port = startWithFile(NbdServerConfig.builder().maxPayload(MIB).writeStallTimeout(Duration.ofSeconds(5)));
 		try (RawNbdClient stalled = RawNbdClient.connect(port, 64 * 1024);
 				RawNbdClient normal = RawNbdClient.connect(port)) {
 			stalled.handshake();
-			stalled.go("mem");
+			stalled.go(export);
 			normal.handshake();
 			normal.go("mem");
 			Channel channel = this.listener.opened().get(0).channel();
@@ -226,14 +250,15 @@ class AbuseTests {
 		}
 	}
 
-	@Test
-	void aSlowButReadingClientIsNotCutOff() throws Exception {
+	@ParameterizedTest
+	@ValueSource(strings = { "mem", "file" })
+	void aSlowButReadingClientIsNotCutOff(String export) throws Exception {
 		// A stall timeout no scheduling hiccup of a loaded machine reaches, so that only a client
 		// that stopped reading is cut off.
-		int port = start(NbdServerConfig.builder().maxPayload(MIB).writeStallTimeout(Duration.ofSeconds(5)));
+		int port = startWithFile(NbdServerConfig.builder().maxPayload(MIB).writeStallTimeout(Duration.ofSeconds(5)));
 		try (RawNbdClient slow = RawNbdClient.connect(port, 64 * 1024)) {
 			slow.handshake();
-			slow.go("mem");
+			slow.go(export);
 			Channel channel = this.listener.opened().get(0).channel();
 			int reads = 48;
 			for (int i = 0; i < reads; i++) {

@@ -3,6 +3,7 @@ package dev.nbd.server;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
@@ -33,8 +34,10 @@ import dev.nbd.testsupport.RawNbdClient;
 import dev.nbd.testsupport.RawNbdClient.Chunk;
 import dev.nbd.testsupport.RawNbdClient.Reply;
 import dev.nbd.testsupport.RawNbdClient.SimpleReply;
+import io.netty.channel.Channel;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 /** Every command, and every error the spec names for it, against a real server. */
 class NbdServerTransmissionTests {
@@ -531,14 +534,26 @@ class NbdServerTransmissionTests {
 			}
 			c.output().write(batch.array());
 			NbdConnection connection = this.server.connections().iterator().next();
-			long maxPending = 0;
-			for (int i = 0; i < 30; i++) {
-				Thread.sleep(10);
-				maxPending = Math.max(maxPending, pendingReplyBytes(connection));
-			}
-			// Replies wait in socket buffers and up to the channel's high water mark (4 MiB), not in
-			// unbounded server memory.
-			assertThat(maxPending).as("reply bytes buffered by the server").isLessThan(16L << 20);
+			// Nothing is read: the replies back up until the server stops reading the socket and
+			// cannot start another request: its channel is unwritable ("mem": the replies are
+			// buffers), or every in-flight slot holds a reply not yet in the socket ("file": READs
+			// are sent by sendfile and answered once sent). That state comes whatever the machine's
+			// speed and lasts until the client reads; it is looked at on the connection's event
+			// loop, all at one moment.
+			long bound = 16L << 20;
+			Backlog throttled = await().atMost(Duration.ofSeconds(60))
+				.pollInterval(Duration.ofMillis(10))
+				.failFast("the server queued " + bound + " reply bytes or more",
+						() -> backlog(connection).pendingReplyBytes() >= bound)
+				.until(() -> backlog(connection),
+						(b) -> !b.reading() && (!b.writable() || b.unsentFileReplies() == connection.maxInFlight()));
+			// Meanwhile and then, replies wait in socket buffers and up to the channel's high water
+			// mark (4 MiB), plus what requests then in flight add (at most 64 of 64 KiB), not in
+			// unbounded server memory (2,000 replies would be 125 MiB).
+			assertThat(throttled.pendingReplyBytes()).as("reply bytes queued by the server").isLessThan(bound);
+			// Not vacuous: what stops the server is counted (an unwritable channel holds at least the
+			// low water mark, 1 MiB; 64 sendfile replies of 64 KiB not yet sent are nearly 4 MiB).
+			assertThat(throttled.pendingReplyBytes()).as("reply bytes queued by the server").isGreaterThanOrEqualTo(1L << 20);
 			Set<Long> cookies = new HashSet<>();
 			for (int i = 0; i < requests; i++) {
 				Reply r = c.readReply(length);
@@ -549,10 +564,21 @@ class NbdServerTransmissionTests {
 		}
 	}
 
-	private static long pendingReplyBytes(NbdConnection connection) throws Exception {
-		return connection.channel()
-			.eventLoop()
-			.submit(() -> connection.channel().unsafe().outboundBuffer().totalPendingWriteBytes())
+	/**
+	 * Whether the connection's socket is writable and read, how many of its READs wait for their
+	 * sendfile reply to be sent, and the reply bytes it has queued.
+	 */
+	private record Backlog(boolean writable, boolean reading, int unsentFileReplies, long pendingReplyBytes) {
+	}
+
+	private static Backlog backlog(NbdConnection connection) throws Exception {
+		Channel channel = connection.channel();
+		return channel.eventLoop()
+			.submit(() -> {
+				TransmissionHandler handler = channel.pipeline().get(TransmissionHandler.class);
+				return new Backlog(channel.isWritable(), channel.config().isAutoRead(), handler.unsentFileReplies(),
+						handler.pendingReplyBytes());
+			})
 			.get();
 	}
 
