@@ -231,17 +231,19 @@ class NbdTlsInteropTests {
 			});
 	}
 
-	private static BigInteger awaitNewSerial(int port, BigInteger current) throws Exception {
-		BigInteger serial = current;
-		long deadline = System.nanoTime() + Duration.ofSeconds(20).toNanos();
-		while (serial.equals(current) && System.nanoTime() < deadline) {
-			Thread.sleep(100);
-			try (RawNbdClient fresh = RawNbdClient.connect(port)) {
-				fresh.handshake();
-				serial = fresh.startTls().getSerialNumber();
-			}
+	/** The serial of the certificate new connections get, once it is no longer {@code current} (up to 20 s). */
+	private static BigInteger awaitNewSerial(int port, BigInteger current) {
+		return await().atMost(Duration.ofSeconds(20))
+			.pollDelay(Duration.ofMillis(100))
+			.pollInterval(Duration.ofMillis(100))
+			.until(() -> servedSerial(port), (serial) -> !serial.equals(current));
+	}
+
+	private static BigInteger servedSerial(int port) throws Exception {
+		try (RawNbdClient fresh = RawNbdClient.connect(port)) {
+			fresh.handshake();
+			return fresh.startTls().getSerialNumber();
 		}
-		return serial;
 	}
 
 	private static String tlsUri(int port, Path certificates) {

@@ -205,15 +205,19 @@ class AbuseTests {
 			writer.setDaemon(true);
 			writer.start();
 
-			await().alias("server stopped reading the greedy client").until(() -> !channel.config().isAutoRead());
+			// The replies back up until the server stops reading the greedy client and starting its
+			// requests (its channel unwritable): that lasts as long as the client reads nothing.
+			// The bound holds all along.
+			await().alias("server stopped reading the greedy client, its replies backed up")
+				.failFast("bytes queued for the greedy client over " + bound, () -> pendingBytes(channel) > bound)
+				.until(() -> !channel.config().isAutoRead() && !channel.isWritable());
 			long maxPending = 0;
 			long maxUsed = 0;
 			for (int i = 0; i < 20; i++) {
-				maxPending = Math.max(maxPending, channel.unsafe().outboundBuffer().totalPendingWriteBytes());
+				maxPending = Math.max(maxPending, pendingBytes(channel));
 				maxUsed = Math.max(maxUsed, usedDirectMemory(channel) - usedBefore);
 				// Meanwhile another client is served.
 				assertThat(roundTrip(normal, 100 + i)).isTrue();
-				Thread.sleep(25);
 			}
 			System.out.printf("greedy client: max pending %d, max direct memory growth %d, bound %d%n", maxPending,
 					maxUsed, bound);
@@ -309,10 +313,15 @@ class AbuseTests {
 			NbdConnection negotiating = await().until(() -> this.server.allConnections().stream().findFirst().orElse(null),
 					Objects::nonNull);
 			Channel channel = negotiating.channel();
-			await().alias("server stopped reading the flooding client").until(() -> !channel.config().isAutoRead());
-			// Whatever more the server would queue if it did not stop, given time.
-			Thread.sleep(200);
-			assertThat(channel.unsafe().outboundBuffer().totalPendingWriteBytes()).isLessThanOrEqualTo(5 * MIB);
+			// The server stops reading when its replies make the channel unwritable, and stops
+			// decoding what it has read: once the task that did so has ended (a task queued behind it
+			// on the connection's loop has run), nothing more is queued until the client reads.
+			await().alias("server stopped reading the flooding client")
+				.failFast("replies queued for the flooding client over 5 MiB", () -> pendingBytes(channel) > 5 * MIB)
+				.until(() -> !channel.config().isAutoRead());
+			channel.eventLoop().submit(() -> {
+			}).get(1, TimeUnit.MINUTES);
+			assertThat(pendingBytes(channel)).isLessThanOrEqualTo(5 * MIB);
 			try (RawNbdClient normal = RawNbdClient.connect(port)) {
 				normal.handshake();
 				normal.go("mem");
@@ -406,6 +415,12 @@ class AbuseTests {
 		byte[] back = new byte[data.length];
 		c.readFully(back);
 		return reply.error() == 0 && reply.cookie() == cookie && Arrays.equals(back, data);
+	}
+
+	/** Reply bytes queued on {@code channel} and not yet in the socket. */
+	private static long pendingBytes(Channel channel) {
+		ChannelOutboundBuffer out = channel.unsafe().outboundBuffer();
+		return (out != null) ? out.totalPendingWriteBytes() : 0;
 	}
 
 	private void awaitConnections(int count) {

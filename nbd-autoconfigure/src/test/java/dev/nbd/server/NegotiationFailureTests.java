@@ -19,6 +19,7 @@ import dev.nbd.testsupport.RawNbdClient;
 import dev.nbd.testsupport.RawNbdClient.OptionReply;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 /**
  * Negotiation when the server cannot serve: a backend that cannot open a connection view, and
@@ -95,9 +96,7 @@ class NegotiationFailureTests {
 			assertThat(backend.writeStarted.await(10, TimeUnit.SECONDS)).isTrue();
 			stopper = new Thread(() -> this.servers.server().shutdownGracefully(Duration.ofSeconds(30)));
 			stopper.start();
-			while (!this.servers.server().isDraining()) {
-				Thread.sleep(1);
-			}
+			await().atMost(Duration.ofMinutes(1)).pollInterval(Duration.ofMillis(1)).until(this.servers.server()::isDraining);
 			assertThat(listing.replies(NbdProtocol.OPT_LIST, new byte[0])).extracting(OptionReply::type)
 				.containsExactly(NbdProtocol.REP_ERR_SHUTDOWN);
 			assertThat(listing.closedByServer(5000)).isTrue();
