@@ -2,7 +2,6 @@ package dev.nbd.autoconfigure;
 
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 
@@ -20,10 +19,10 @@ import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.server.Export;
 import dev.nbd.server.MultiConnMode;
 import dev.nbd.server.NbdServer;
-import dev.nbd.testsupport.ExternalTool;
+import dev.nbd.testsupport.Libnbd;
 import dev.nbd.testsupport.Processes;
-import dev.nbd.testsupport.RawNbdClient;
 import dev.nbd.testsupport.RawNbdClient.OptionReply;
+import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -63,7 +62,7 @@ class BeanExportPolicyTests {
 
 	@Test
 	void libnbdSeesAReadOnlyBeanExportAndGetsEpermForAWrite() {
-		Path nbdsh = ExternalTool.require("nbdsh");
+		Libnbd.require();
 		this.runner
 			.withPropertyValues("nbd.exports.vault.read-only=true", "nbd.exports.vault.description=the vault",
 					"nbd.exports.vault.minimum-block-size=512B")
@@ -87,8 +86,7 @@ class BeanExportPolicyTests {
 						h.shutdown()
 						print("OK")
 						""".formatted(context.getBean(NbdServer.class).port());
-				Processes.Result result = Processes.run(Duration.ofSeconds(60), nbdsh.toString(), "-c", script)
-					.assertSuccess();
+				Processes.Result result = Libnbd.nbdsh(Duration.ofSeconds(60), null, script).assertSuccess();
 				assertThat(result.stdout()).contains("OK");
 			});
 	}

@@ -17,7 +17,6 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 
-import dev.nbd.backend.ExportBackend;
 import dev.nbd.backend.FileBackend;
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.backend.filter.Fault;
@@ -26,6 +25,7 @@ import dev.nbd.backend.filter.Operation;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.testsupport.ExternalTool;
+import dev.nbd.testsupport.Libnbd;
 import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.Processes;
 import dev.nbd.testsupport.RawNbdClient;
@@ -146,7 +146,7 @@ class ExactErrorsTests {
 	/** What libnbd (nbdsh) reports as errno for each failure. */
 	@Test
 	void libnbdSeesTheErrno() throws Exception {
-		Path nbdsh = ExternalTool.require("nbdsh");
+		Libnbd.require();
 		this.server = this.servers.start(FaultInjectingBackend.builder(new MemoryBackend("disk", SIZE))
 			.fault(Fault.error(NbdError.ENOSPC).on(Operation.WRITE).at(1 << 20, 1))
 			.fault(Fault.exception(() -> new IOException("Read-only file system")).on(Operation.WRITE).at(2 << 20, 1))
@@ -180,8 +180,7 @@ class ExactErrorsTests {
 				h.shutdown()
 				print("OK")
 				""".formatted(this.server.port());
-		Processes.Result result = Processes.run(Duration.ofSeconds(60), nbdsh.toString(), "-c", script)
-			.assertSuccess();
+		Processes.Result result = Libnbd.nbdsh(Duration.ofSeconds(60), null, script).assertSuccess();
 		assertThat(result.stdout()).contains("OK");
 	}
 

@@ -18,11 +18,6 @@ public final class MultiConnProbe {
 	private MultiConnProbe() {
 	}
 
-	/** Skips (fails on CI) unless libnbd's Python module is there: {@link Libnbd#require()}. */
-	public static void requireLibnbdPython() {
-		Libnbd.require();
-	}
-
 	/**
 	 * Runs the probe with {@code connections} handles, using 64 KiB blocks from {@code baseOffset}
 	 * (pick a different base per run on a persistent export).

@@ -1,12 +1,7 @@
 package dev.nbd.sample;
 
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -21,6 +16,7 @@ import dev.nbd.autoconfigure.NbdServerProperties;
 import dev.nbd.autoconfigure.actuate.NbdEndpoint;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.sample.support.SampleAppProcess;
+import dev.nbd.testsupport.ActuatorClient;
 import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -33,7 +29,6 @@ import static org.assertj.core.api.Assertions.assertThat;
  */
 class AotModeIT {
 
-	private final HttpClient http = HttpClient.newHttpClient();
 
 	@Test
 	void sampleAppRunsAotProcessed(@TempDir Path dir) throws Exception {
@@ -77,14 +72,8 @@ class AotModeIT {
 		assertThat(types).containsAll(needed.stream().map(Class::getName).toList());
 	}
 
-	private String get(SampleAppProcess app, String path) throws Exception {
-		HttpResponse<String> response = this.http.send(
-				HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + app.httpPort() + path))
-					.timeout(Duration.ofSeconds(10))
-					.build(),
-				HttpResponse.BodyHandlers.ofString());
-		assertThat(response.statusCode()).as(path).isEqualTo(200);
-		return response.body();
+	private String get(SampleAppProcess app, String path) {
+		return new ActuatorClient(app.httpPort()).getOk(path);
 	}
 
 }

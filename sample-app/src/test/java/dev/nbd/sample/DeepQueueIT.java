@@ -1,9 +1,5 @@
 package dev.nbd.sample;
 
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
@@ -16,6 +12,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.sample.support.SampleAppProcess;
+import dev.nbd.testsupport.ActuatorClient;
 import dev.nbd.testsupport.PipelinedReads;
 import dev.nbd.testsupport.RawNbdClient;
 
@@ -55,12 +52,9 @@ class DeepQueueIT {
 			// Nobody reads the replies: they back up until the server stops dispatching, and the
 			// requests decoded meanwhile (thousands, from one socket read) wait in its queue, as the
 			// actuator shows.
-			HttpClient http = HttpClient.newHttpClient();
-			HttpRequest nbd = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + app.httpPort() + "/actuator/nbd"))
-				.timeout(Duration.ofSeconds(30))
-				.build();
+			ActuatorClient actuator = new ActuatorClient(app.httpPort());
 			await().atMost(Duration.ofSeconds(120))
-				.until(() -> IN_FLIGHT.matcher(http.send(nbd, HttpResponse.BodyHandlers.ofString()).body())
+				.until(() -> IN_FLIGHT.matcher(actuator.getOk("/actuator/nbd"))
 					.results()
 					.anyMatch((m) -> Integer.parseInt(m.group(1)) > 1));
 			assertThat(reads.receive(client).data()).as("READs answered\n" + tail(app.log())).isEqualTo(READS);

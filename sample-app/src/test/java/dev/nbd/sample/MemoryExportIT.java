@@ -8,7 +8,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import dev.nbd.sample.support.SampleAppProcess;
-import dev.nbd.testsupport.MultiConnProbe;
+import dev.nbd.testsupport.Libnbd;
 import dev.nbd.testsupport.Processes;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -60,10 +60,8 @@ class MemoryExportIT {
 
 	@Test
 	void oneGibMemoryExportHoldsOneGibUnderXmx256mAndTheDiskExportIsServedMeanwhile() {
-		MultiConnProbe.requireLibnbdPython();
 		try (SampleAppProcess app = SampleAppProcess.startWithJvmOptions(this.data, List.of("-Xmx256m"))) {
-			Processes.Result result = Processes.run(Duration.ofMinutes(5), "/usr/bin/python3", "-c", CLIENT,
-					app.uri("mem"), app.uri("disk"));
+			Processes.Result result = Libnbd.python(Duration.ofMinutes(5), CLIENT, app.uri("mem"), app.uri("disk"));
 			assertThat(result.exitCode()).as("client\nstdout:\n%s\nstderr:\n%s\napp log:\n%s", result.stdout(),
 					result.stderr(), app.log())
 				.isZero();

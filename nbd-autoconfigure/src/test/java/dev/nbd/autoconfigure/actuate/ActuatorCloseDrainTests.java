@@ -1,8 +1,5 @@
 package dev.nbd.autoconfigure.actuate;
 
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.time.Duration;
 
@@ -13,6 +10,7 @@ import org.springframework.context.ConfigurableApplicationContext;
 
 import dev.nbd.server.NbdConnection;
 import dev.nbd.server.NbdServer;
+import dev.nbd.testsupport.ActuatorClient;
 import dev.nbd.testsupport.PipelinedReads;
 import dev.nbd.testsupport.RawNbdClient;
 
@@ -62,12 +60,8 @@ class ActuatorCloseDrainTests {
 					.filter((c) -> c.remote().equals(remote) && c.requests() == 16 && c.bytesRead() > 0)
 					.findFirst()
 					.orElse(null), (c) -> c != null);
-			HttpResponse<String> response = HttpClient.newHttpClient()
-				.send(HttpRequest
-					.newBuilder(URI.create("http://127.0.0.1:" + this.httpPort + "/actuator/nbd/mem/" + connection.id()))
-					.DELETE()
-					.timeout(Duration.ofSeconds(30))
-					.build(), HttpResponse.BodyHandlers.ofString());
+			HttpResponse<String> response = new ActuatorClient(this.httpPort)
+				.delete("/actuator/nbd/mem/" + connection.id());
 			assertThat(response.statusCode()).isEqualTo(200);
 			reads.receiveWithAPause(client, 14, () -> connection.inFlight() == 0);
 			// Each whole: with its data, or NBD_ESHUTDOWN for one the server had not read yet.

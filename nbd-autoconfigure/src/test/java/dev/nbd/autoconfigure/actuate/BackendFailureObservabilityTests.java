@@ -1,10 +1,6 @@
 package dev.nbd.autoconfigure.actuate;
 
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
-import java.time.Duration;
 
 import org.junit.jupiter.api.Test;
 import org.springframework.boot.SpringBootConfiguration;
@@ -15,7 +11,6 @@ import org.springframework.boot.test.web.server.LocalServerPort;
 import org.springframework.context.annotation.Bean;
 import org.springframework.test.annotation.DirtiesContext;
 import tools.jackson.databind.JsonNode;
-import tools.jackson.databind.json.JsonMapper;
 
 import dev.nbd.autoconfigure.LocalNbdServerPort;
 import dev.nbd.backend.ExportBackend;
@@ -24,6 +19,7 @@ import dev.nbd.backend.filter.Fault;
 import dev.nbd.backend.filter.FaultInjectingBackend;
 import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
+import dev.nbd.testsupport.ActuatorClient;
 import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -45,10 +41,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 @DirtiesContext
 class BackendFailureObservabilityTests {
 
-	private static final JsonMapper json = JsonMapper.builder().build();
-
-	private final HttpClient http = HttpClient.newHttpClient();
-
 	@LocalServerPort
 	int httpPort;
 
@@ -66,18 +58,15 @@ class BackendFailureObservabilityTests {
 		}
 		HttpResponse<String> readiness = get("/actuator/health/readiness");
 		assertThat(readiness.statusCode()).isEqualTo(503);
-		JsonNode nbd = json.readTree(readiness.body()).get("components").get("nbd");
+		JsonNode nbd = ActuatorClient.json(readiness).get("components").get("nbd");
 		assertThat(nbd.get("status").asString()).isEqualTo("DOWN");
 		assertThat(nbd.get("details").get("syncFailed").get(0).asString()).isEqualTo("faulty");
 		assertThat(get("/actuator/prometheus").body()).contains("nbd_sync_failures_total{export=\"faulty\"} 1.0",
 				"nbd_sync_failures_total{export=\"ok\"} 0.0", "nbd_backend_unfilled_reads_total{export=\"faulty\"} 1.0");
 	}
 
-	private HttpResponse<String> get(String path) throws Exception {
-		return this.http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + this.httpPort + path))
-			.timeout(Duration.ofSeconds(10))
-			.GET()
-			.build(), HttpResponse.BodyHandlers.ofString());
+	private HttpResponse<String> get(String path) {
+		return new ActuatorClient(this.httpPort).get(path);
 	}
 
 	@SpringBootConfiguration(proxyBeanMethods = false)

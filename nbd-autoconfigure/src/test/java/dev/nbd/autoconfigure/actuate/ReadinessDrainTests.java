@@ -1,8 +1,5 @@
 package dev.nbd.autoconfigure.actuate;
 
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
@@ -13,9 +10,9 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.springframework.context.ConfigurableApplicationContext;
 import tools.jackson.databind.JsonNode;
-import tools.jackson.databind.json.JsonMapper;
 
 import dev.nbd.server.NbdServer;
+import dev.nbd.testsupport.ActuatorClient;
 import dev.nbd.testsupport.RawNbdClient;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -68,7 +65,7 @@ class ReadinessDrainTests {
 			await().atMost(PATIENCE).until(this.server::isDraining);
 			HttpResponse<String> readiness = readiness();
 			assertThat(readiness.statusCode()).isEqualTo(503);
-			JsonNode body = JsonMapper.builder().build().readTree(readiness.body());
+			JsonNode body = ActuatorClient.json(readiness);
 			assertThat(body.get("components").get("nbd").get("status").asString()).isEqualTo("OUT_OF_SERVICE");
 			// The request in flight is still answered.
 			this.gate.open();
@@ -83,11 +80,8 @@ class ReadinessDrainTests {
 		}
 	}
 
-	private HttpResponse<String> readiness() throws Exception {
-		return HttpClient.newHttpClient()
-			.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + this.httpPort + "/actuator/health/readiness"))
-				.timeout(Duration.ofSeconds(10))
-				.build(), HttpResponse.BodyHandlers.ofString());
+	private HttpResponse<String> readiness() {
+		return new ActuatorClient(this.httpPort).get("/actuator/health/readiness");
 	}
 
 }

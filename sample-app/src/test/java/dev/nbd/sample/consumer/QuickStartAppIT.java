@@ -1,9 +1,6 @@
 package dev.nbd.sample.consumer;
 
 import java.io.IOException;
-import java.net.URI;
-import java.net.http.HttpClient;
-import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -17,9 +14,9 @@ import io.netty.util.Version;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import tools.jackson.databind.JsonNode;
-import tools.jackson.databind.json.JsonMapper;
 
 import dev.nbd.sample.support.SampleAppProcess;
+import dev.nbd.testsupport.ActuatorClient;
 import dev.nbd.testsupport.ExternalTool;
 import dev.nbd.testsupport.Processes;
 
@@ -40,9 +37,6 @@ class QuickStartAppIT {
 
 	private static Path jar;
 
-	private final HttpClient http = HttpClient.newHttpClient();
-
-	private final JsonMapper json = JsonMapper.builder().build();
 
 	@BeforeAll
 	static void buildAppFromReadme() throws IOException {
@@ -129,16 +123,12 @@ class QuickStartAppIT {
 		return readme.substring(body, end + 1);
 	}
 
-	private JsonNode getJson(SampleAppProcess app, String path) throws Exception {
-		HttpResponse<String> response = get(app, path);
-		assertThat(response.statusCode()).as(path + ": " + response.body()).isEqualTo(200);
-		return this.json.readTree(response.body());
+	private JsonNode getJson(SampleAppProcess app, String path) {
+		return new ActuatorClient(app.httpPort()).getJson(path);
 	}
 
-	private HttpResponse<String> get(SampleAppProcess app, String path) throws Exception {
-		return this.http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + app.httpPort() + path))
-			.timeout(Duration.ofSeconds(10))
-			.build(), HttpResponse.BodyHandlers.ofString());
+	private HttpResponse<String> get(SampleAppProcess app, String path) {
+		return new ActuatorClient(app.httpPort()).get(path);
 	}
 
 }
