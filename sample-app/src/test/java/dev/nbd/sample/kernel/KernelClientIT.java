@@ -24,13 +24,16 @@ import org.junit.jupiter.api.TestInstance;
 import org.junit.jupiter.api.TestMethodOrder;
 import org.junit.jupiter.api.Timeout;
 import org.springframework.util.FileSystemUtils;
+import tools.jackson.databind.JsonNode;
 
 import dev.nbd.sample.kernel.KernelGuest.Event;
 import dev.nbd.sample.support.SampleAppProcess;
+import dev.nbd.testsupport.ActuatorClient;
 import dev.nbd.testsupport.FreePort;
 import dev.nbd.testsupport.Processes;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 /**
  * The Linux kernel's NBD client against the sample app: Debian's kernel boots under qemu (software
@@ -196,11 +199,22 @@ class KernelClientIT {
 
 		@Test
 		@Order(2)
-		void sigkillMidWriteLeavesARepairableFileSystem() throws InterruptedException {
+		void sigkillMidWriteLeavesARepairableFileSystem() {
 			assertThat(this.guest).as("the guest left writing by the previous test").isNotNull();
 			this.guest.await("WRITING");
-			// Let writeback, direct writes and journal commits flow, then pull the server.
-			Thread.sleep(2000);
+			// Pull the server once writeback, direct writes and journal commits are flowing: a MiB
+			// more written and two more flushes (commits every second) than when the guest began.
+			ActuatorClient actuator = new ActuatorClient(this.app.httpPort());
+			JsonNode before = actuator.getJson("/actuator/nbd/disk");
+			await().atMost(Duration.ofMinutes(2)).pollInterval(Duration.ofMillis(100)).untilAsserted(() -> {
+				JsonNode now = actuator.getJson("/actuator/nbd/disk");
+				assertThat(now.get("bytesWritten").asLong() - before.get("bytesWritten").asLong())
+					.as("bytes written since WRITING")
+					.isGreaterThanOrEqualTo(1 << 20);
+				assertThat(now.get("flushRequests").asLong() - before.get("flushRequests").asLong())
+					.as("flushes since WRITING")
+					.isGreaterThanOrEqualTo(2);
+			});
 			this.app.kill9();
 			this.guest.close();
 			restartServer();
