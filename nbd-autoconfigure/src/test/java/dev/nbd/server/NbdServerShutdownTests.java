@@ -1,0 +1,101 @@
+package dev.nbd.server;
+
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.SocketChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
+import org.junit.jupiter.api.io.TempDir;
+
+import dev.nbd.testsupport.GatedBackend;
+import dev.nbd.testsupport.NbdServerExtension;
+import dev.nbd.testsupport.RawNbdClient;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
+
+/**
+ * {@link NbdServer}'s own part of a stop, event by event (a {@link GatedBackend} holds the drain
+ * open as long as a test needs): the listeners close as the drain begins, and a server stopped,
+ * gracefully or not, starts again and answers as before.
+ */
+class NbdServerShutdownTests {
+
+	/** Upper bound for anything here; a loaded machine stays far below it. */
+	private static final Duration PATIENCE = Duration.ofSeconds(60);
+
+	@RegisterExtension
+	final NbdServerExtension servers = new NbdServerExtension();
+
+	@TempDir
+	Path dir;
+
+	/**
+	 * The Unix socket closes (its file goes) when the drain begins, not when the server stops:
+	 * a request held in the backend keeps the drain open meanwhile.
+	 */
+	@Test
+	void theUnixSocketClosesWhenTheDrainBegins() throws Exception {
+		GatedBackend gated = new GatedBackend("gated", 1 << 20);
+		Path socket = this.dir.resolve("nbd.sock");
+		NbdServer server = this.servers.start(NbdServerConfig.builder().unixSocket(socket), gated);
+		assertThat(Files.exists(socket)).isTrue();
+		gated.close();
+		try (RawNbdClient attached = RawNbdClient.connect(server.port(), "gated")) {
+			long cookie = attached.sendWrite(0, new byte[4096]);
+			gated.awaitWaiting(1);
+			CompletableFuture<Void> stopped = CompletableFuture
+				.runAsync(() -> server.shutdownGracefully(PATIENCE));
+			await().atMost(PATIENCE).until(server::isDraining);
+			await().atMost(PATIENCE).until(() -> !Files.exists(socket));
+			assertThat(server.unixSocket()).isNull();
+			assertThat(stopped).isNotDone();
+			assertThatThrownBy(() -> {
+				try (SocketChannel probe = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+					probe.connect(UnixDomainSocketAddress.of(socket));
+				}
+			}).isInstanceOf(java.io.IOException.class);
+			gated.open();
+			RawNbdClient.Reply reply = attached.receive();
+			assertThat(reply.cookie()).isEqualTo(cookie);
+			assertThat(reply.error()).isZero();
+			stopped.get(PATIENCE.toSeconds(), TimeUnit.SECONDS);
+		}
+		finally {
+			gated.open();
+		}
+	}
+
+	/** After a graceful stop, start() serves again: new connections are let in and answered. */
+	@Test
+	void aServerStoppedGracefullyStartsAgainAndAnswers() throws Exception {
+		GatedBackend backend = GatedBackend.withPattern("mem", 1 << 20);
+		NbdServer server = this.servers.start(NbdServerConfig.builder(), backend);
+		try (RawNbdClient before = RawNbdClient.connect(server.port(), "mem")) {
+			assertThat(before.call(dev.nbd.protocol.NbdProtocol.CMD_READ, 0, 512, null).error()).isZero();
+			server.shutdownGracefully(PATIENCE);
+			assertThat(before.serverClosed()).isTrue();
+		}
+		assertThat(server.isRunning()).isFalse();
+
+		server.start();
+		assertThat(server.isDraining()).isFalse();
+		try (RawNbdClient after = RawNbdClient.connect(server.port(), "mem")) {
+			RawNbdClient.Reply reply = after.call(dev.nbd.protocol.NbdProtocol.CMD_READ, 4096, 512, null);
+			assertThat(reply.error()).isZero();
+			for (int i = 0; i < 512; i++) {
+				assertThat(reply.data()[i]).isEqualTo(GatedBackend.expected(4096 + i));
+			}
+			assertThat(after.call(dev.nbd.protocol.NbdProtocol.CMD_WRITE, 0, 512, new byte[512]).error()).isZero();
+		}
+		assertThat(this.servers.listener().refusals()).doesNotContain("shutting_down");
+	}
+
+}
