@@ -6,6 +6,7 @@ import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 
@@ -13,20 +14,23 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 
+import dev.nbd.backend.MemoryBackend;
 import dev.nbd.testsupport.GatedBackend;
 import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
+import io.netty.channel.EventLoopGroup;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
 /**
- * {@link NbdServer}'s own part of a stop, event by event (a {@link GatedBackend} holds the drain
- * open as long as a test needs): the listeners close as the drain begins, and a server stopped,
- * gracefully or not, starts again and answers as before.
+ * {@link NbdServer}'s own part of the listener's life, event by event (a {@link GatedBackend} holds
+ * the drain open as long as a test needs): the listeners close as the drain begins, a server
+ * stopped gracefully starts again and answers as before, a stop ends the event loops, and a
+ * connection refused or closed gives its place under {@code max-connections} back.
  */
-class NbdServerShutdownTests {
+class NbdServerLifecycleTests {
 
 	/** Upper bound for anything here; a loaded machine stays far below it. */
 	private static final Duration PATIENCE = Duration.ofSeconds(60);
@@ -95,7 +99,44 @@ class NbdServerShutdownTests {
 			}
 			assertThat(after.call(dev.nbd.protocol.NbdProtocol.CMD_WRITE, 0, 512, new byte[512]).error()).isZero();
 		}
-		assertThat(this.servers.listener().refusals()).doesNotContain("shutting_down");
+		// Everything drained in time: no drain timeout reported, nothing refused.
+		assertThat(this.servers.listener().refusals()).doesNotContain("shutting_down", "drain_timeout");
+	}
+
+	/** A stop ends the accept and I/O event loops (their threads would otherwise stay). */
+	@Test
+	void stopEndsTheEventLoops() {
+		NbdServer server = this.servers.start(NbdServerConfig.builder(), new MemoryBackend("mem", 1 << 20));
+		List<EventLoopGroup> groups = server.eventLoopGroups();
+		assertThat(groups).hasSize(2);
+		server.stop();
+		for (EventLoopGroup group : groups) {
+			await().atMost(PATIENCE).until(group::isTerminated);
+		}
+	}
+
+	/**
+	 * Under {@code max-connections}, a connection refused for the limit does not keep a place,
+	 * and one that closes gives its place back.
+	 */
+	@Test
+	void aRefusedOrClosedConnectionGivesItsPlaceBack() throws Exception {
+		NbdServer server = this.servers.start(NbdServerConfig.builder().maxConnections(1),
+				new MemoryBackend("mem", 1 << 20));
+		try (RawNbdClient first = RawNbdClient.connect(server.port())) {
+			first.greeting();
+			for (int i = 0; i < 2; i++) {
+				try (RawNbdClient refused = RawNbdClient.connect(server.port())) {
+					assertThat(refused.closesWithoutData()).isTrue();
+				}
+			}
+			assertThat(this.servers.listener().refusals("max_connections")).isEqualTo(2);
+		}
+		await().atMost(PATIENCE).until(() -> server.allConnections().isEmpty());
+		try (RawNbdClient next = RawNbdClient.connect(server.port(), "mem")) {
+			assertThat(next.call(dev.nbd.protocol.NbdProtocol.CMD_READ, 0, 512, null).error()).isZero();
+		}
+		assertThat(this.servers.listener().refusals("max_connections")).isEqualTo(2);
 	}
 
 }
