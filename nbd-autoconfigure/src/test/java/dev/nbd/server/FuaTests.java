@@ -15,7 +15,7 @@ import dev.nbd.testsupport.RawNbdClient;
 import static org.assertj.core.api.Assertions.assertThat;
 
 /**
- * FUA on TRIM and WRITE_ZEROES: done by the backend where it can (the flag passed on, no flush),
+ * FUA on WRITE, TRIM and WRITE_ZEROES: done by the backend where it can (the flag passed on, no flush),
  * otherwise the operation without it and then one flush, before the reply. Seen in the order of
  * the backend calls.
  */
@@ -43,6 +43,16 @@ class FuaTests {
 	}
 
 	@Test
+	void aFuaWriteIsPassedOnOrFollowedByOneFlush() throws Exception {
+		Recording canFua = new Recording(true, true);
+		this.servers.start(canFua);
+		assertThat(fuaWrite(canFua)).containsExactly("write fua=true");
+		Recording cannotFua = new Recording(false, true);
+		this.servers.start(cannotFua);
+		assertThat(fuaWrite(cannotFua)).containsExactly("write fua=false", "flush");
+	}
+
+	@Test
 	void zeroesWrittenByTheServerAreFlushedOnceAfterAll() throws Exception {
 		// Can FUA but not zero: the server writes the zeroes, none with FUA, then flushes once.
 		Recording backend = new Recording(true, false);
@@ -67,6 +77,16 @@ class FuaTests {
 		backend.calls.clear();
 		try (RawNbdClient client = RawNbdClient.connect(this.servers.port(), "rec")) {
 			client.sendRequest(NbdProtocol.CMD_FLAG_FUA, type, 1, 0, 4096, null);
+			assertThat(client.readSimpleReply().error()).isZero();
+		}
+		return List.copyOf(backend.calls);
+	}
+
+	/** The backend calls one FUA WRITE of 4 KiB made, answered first, to the server started last. */
+	private List<String> fuaWrite(Recording backend) throws Exception {
+		backend.calls.clear();
+		try (RawNbdClient client = RawNbdClient.connect(this.servers.port(), "rec")) {
+			client.sendRequest(NbdProtocol.CMD_FLAG_FUA, NbdProtocol.CMD_WRITE, 1, 0, 4096, new byte[4096]);
 			assertThat(client.readSimpleReply().error()).isZero();
 		}
 		return List.copyOf(backend.calls);
