@@ -27,8 +27,10 @@ import static org.awaitility.Awaitility.await;
 /**
  * {@link NbdServer}'s own part of the listener's life, event by event (a {@link GatedBackend} holds
  * the drain open as long as a test needs): the listeners close as the drain begins, a server
- * stopped gracefully starts again and answers as before, a stop ends the event loops, and a
- * connection refused or closed gives its place under {@code max-connections} back.
+ * stopped gracefully starts again and answers as before, a request that finishes after the final
+ * flush began is not answered, a stop (or a failed start) ends the event loops, a connection
+ * refused or closed gives its place under {@code max-connections} back, and the server's
+ * {@code allowed-addresses} let in the addresses they list.
  */
 class NbdServerLifecycleTests {
 
@@ -101,6 +103,64 @@ class NbdServerLifecycleTests {
 		}
 		// Everything drained in time: no drain timeout reported, nothing refused.
 		assertThat(this.servers.listener().refusals()).doesNotContain("shutting_down", "drain_timeout");
+	}
+
+	/**
+	 * A write still in the backend when the drain gives up (here at once: no time to wait) is not
+	 * answered once the final flush has begun, even if it then succeeds: that flush may not cover
+	 * it. The gate holds the write and then the final flush, so the write finishes after the flush
+	 * started, whatever the machine's speed.
+	 */
+	@Test
+	void aWriteFinishingAfterTheFinalFlushBeganIsNotAnswered() throws Exception {
+		GatedBackend gated = new GatedBackend("gated", 1 << 20);
+		NbdServer server = this.servers.start(NbdServerConfig.builder(), gated);
+		gated.close();
+		try (RawNbdClient attached = RawNbdClient.connect(server.port(), "gated")) {
+			attached.sendWrite(0, new byte[4096]);
+			gated.awaitWaiting(1);
+			CompletableFuture<Void> stopped = CompletableFuture.runAsync(() -> server.shutdownGracefully(Duration.ZERO));
+			// The write and the final flush both wait at the gate.
+			gated.awaitWaiting(2);
+			assertThat(server.repliesStopped()).isTrue();
+			gated.open();
+			stopped.get(PATIENCE.toSeconds(), TimeUnit.SECONDS);
+			assertThat(attached.closesWithoutData()).as("no reply after the final flush began").isTrue();
+			assertThat(gated.events()).containsExactlyInAnyOrder("flush", "write 0");
+		}
+		finally {
+			gated.open();
+		}
+	}
+
+	/** A start that fails (the port is taken) leaves no event loop running. */
+	@Test
+	void aFailedStartEndsItsEventLoops() throws Exception {
+		NbdServer first = this.servers.start(NbdServerConfig.builder(), new MemoryBackend("mem", 1 << 20));
+		NbdServer second = new NbdServer(NbdServerConfig.builder().port(first.port()).build(),
+				List.of(new MemoryBackend("mem", 1 << 20)), java.util.Map.of(), java.util.Map.of(), null);
+		assertThatThrownBy(second::start).isInstanceOf(NbdServerException.class).hasMessageContaining("already in use");
+		List<EventLoopGroup> groups = second.eventLoopGroups();
+		assertThat(groups).hasSize(2);
+		for (EventLoopGroup group : groups) {
+			await().atMost(PATIENCE).until(group::isTerminated);
+		}
+	}
+
+	/** The server's allow-list lets in a TCP client whose address it lists, and only that one. */
+	@Test
+	void theAllowListLetsInTheAddressesItLists() throws Exception {
+		NbdServer listed = this.servers.start(NbdServerConfig.builder().allowedAddresses(List.of(Cidr.parse("127.0.0.0/8"))),
+				new MemoryBackend("mem", 1 << 20));
+		try (RawNbdClient client = RawNbdClient.connect(listed.port(), "mem")) {
+			assertThat(client.call(dev.nbd.protocol.NbdProtocol.CMD_READ, 0, 512, null).error()).isZero();
+		}
+		NbdServer unlisted = this.servers.start(NbdServerConfig.builder().allowedAddresses(List.of(Cidr.parse("192.0.2.0/24"))),
+				new MemoryBackend("mem", 1 << 20));
+		try (RawNbdClient client = RawNbdClient.connect(unlisted.port())) {
+			assertThat(client.closesWithoutData()).isTrue();
+		}
+		assertThat(this.servers.listener().refusals()).containsExactly("address_not_allowed");
 	}
 
 	/** A stop ends the accept and I/O event loops (their threads would otherwise stay). */
