@@ -122,7 +122,6 @@ class NbdServerLifecycleTests {
 			CompletableFuture<Void> stopped = CompletableFuture.runAsync(() -> server.shutdownGracefully(Duration.ZERO));
 			// The write and the final flush both wait at the gate.
 			gated.awaitWaiting(2);
-			assertThat(server.repliesStopped()).isTrue();
 			gated.open();
 			stopped.get(PATIENCE.toSeconds(), TimeUnit.SECONDS);
 			assertThat(attached.closesWithoutData()).as("no reply after the final flush began").isTrue();
