@@ -126,6 +126,8 @@ class NbdServerLifecycleTests {
 			stopped.get(PATIENCE.toSeconds(), TimeUnit.SECONDS);
 			assertThat(attached.closesWithoutData()).as("no reply after the final flush began").isTrue();
 			assertThat(gated.events()).containsExactlyInAnyOrder("flush", "write 0");
+			// Given up by the server (the connection's own drain deadline, 30 s, never came).
+			assertThat(this.servers.listener().refusals()).containsExactly("drain_timeout");
 		}
 		finally {
 			gated.open();
