@@ -8,6 +8,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.Test;
@@ -108,28 +109,44 @@ class NbdServerLifecycleTests {
 	/**
 	 * A write still in the backend when the drain gives up (here at once: no time to wait) is not
 	 * answered once the final flush has begun, even if it then succeeds: that flush may not cover
-	 * it. The gate holds the write and then the final flush, so the write finishes after the flush
-	 * started, whatever the machine's speed.
+	 * it; the connection left undrained is reported ({@code drain_timeout}). The write is let go
+	 * only once the final flush has started, and that flush is held until the client has seen the
+	 * connection end, so the order is the same whatever the machine's speed.
 	 */
 	@Test
 	void aWriteFinishingAfterTheFinalFlushBeganIsNotAnswered() throws Exception {
-		GatedBackend gated = new GatedBackend("gated", 1 << 20);
+		CountDownLatch flushStarted = new CountDownLatch(1);
+		CountDownLatch releaseFlush = new CountDownLatch(1);
+		GatedBackend gated = new GatedBackend("gated", 1 << 20) {
+			@Override
+			public void flush() throws java.io.IOException {
+				flushStarted.countDown();
+				try {
+					releaseFlush.await(PATIENCE.toSeconds(), TimeUnit.SECONDS);
+				}
+				catch (InterruptedException ex) {
+					Thread.currentThread().interrupt();
+				}
+				super.flush();
+			}
+		};
 		NbdServer server = this.servers.start(NbdServerConfig.builder(), gated);
 		gated.close();
 		try (RawNbdClient attached = RawNbdClient.connect(server.port(), "gated")) {
 			attached.sendWrite(0, new byte[4096]);
 			gated.awaitWaiting(1);
 			CompletableFuture<Void> stopped = CompletableFuture.runAsync(() -> server.shutdownGracefully(Duration.ZERO));
-			// The write and the final flush both wait at the gate.
-			gated.awaitWaiting(2);
+			assertThat(flushStarted.await(PATIENCE.toSeconds(), TimeUnit.SECONDS)).isTrue();
 			gated.open();
-			stopped.get(PATIENCE.toSeconds(), TimeUnit.SECONDS);
 			assertThat(attached.closesWithoutData()).as("no reply after the final flush began").isTrue();
-			assertThat(gated.events()).containsExactlyInAnyOrder("flush", "write 0");
+			releaseFlush.countDown();
+			stopped.get(PATIENCE.toSeconds(), TimeUnit.SECONDS);
+			assertThat(gated.events()).containsExactly("write 0", "flush");
 			// Given up by the server (the connection's own drain deadline, 30 s, never came).
 			assertThat(this.servers.listener().refusals()).containsExactly("drain_timeout");
 		}
 		finally {
+			releaseFlush.countDown();
 			gated.open();
 		}
 	}
