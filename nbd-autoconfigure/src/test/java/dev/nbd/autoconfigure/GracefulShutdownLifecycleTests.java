@@ -100,7 +100,10 @@ class GracefulShutdownLifecycleTests {
 				RawNbdClient going = RawNbdClient.connect(port)) {
 			listing.handshake();
 			going.handshake();
-			// Six requests, four started (held at the gate), two queued behind max-in-flight.
+			// Six requests, four started (held at the gate), two behind max-in-flight: queued if
+			// they came in the socket read that brought the fourth, else still unread in the socket
+			// (the server stops reading at max-in-flight; which one depends on how the bytes were
+			// split into reads). Either way each gets a reply, with data or ESHUTDOWN.
 			Map<Long, Long> reads = new HashMap<>();
 			Map<Long, Long> writes = new HashMap<>();
 			for (int i = 0; i < 3; i++) {
@@ -108,7 +111,7 @@ class GracefulShutdownLifecycleTests {
 				long offset = 65536L + i * 8192;
 				reads.put(attached.sendRead(offset, 8192), offset);
 			}
-			await().atMost(PATIENCE).until(() -> gated.started() == 4 && inFlight(server) == 6);
+			await().atMost(PATIENCE).until(() -> gated.started() == 4 && inFlight(server) >= 4);
 			CompletableFuture<Void> closed = closeInBackground(server);
 
 			// Soft: a failure here must not hide what happens to the requests in flight.
