@@ -316,7 +316,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
 	@Override
 	public void userEventTriggered(ChannelHandlerContext ctx, Object evt) {
-		if (evt instanceof IdleStateEvent && this.connection.inFlight() == 0) {
+		// Not while the server itself has stopped reading (memory budget, unsent replies): then
+		// the client is waiting on us, not idle, and unsent replies have the write-stall timeout.
+		if (evt instanceof IdleStateEvent && this.connection.inFlight() == 0 && ctx.channel().config().isAutoRead()) {
 			logger.info("Closing idle NBD {}", this.connection);
 			this.server.refused("idle_timeout", "Closed idle " + this.connection);
 			beginClose(false);

@@ -199,6 +199,57 @@ class MemoryBudgetTests {
 
 	}
 
+	/**
+	 * A connection the budget pauses is not idle: the server stopped reading it, its client is
+	 * waiting to send. With an idle timeout shorter than the pause, it must not be closed as idle
+	 * (before the fix it was, after one idle period without reads), and its WRITE completes once
+	 * memory is given back.
+	 */
+	@Test
+	void aConnectionPausedForMemoryIsNotClosedAsIdle() throws Exception {
+		this.server = this.servers.start(NbdServerConfig.builder()
+			.memoryBudget(4L * MIB)
+			.maxPayload(MIB)
+			.idleTimeout(Duration.ofSeconds(2)), new MemoryBackend("big", 64L * MIB));
+		MemoryBudget budget = this.server.memoryBudget();
+		// Six clients each send 900 KiB of a 1 MiB WRITE, then a byte every 50 ms (never idle
+		// themselves): 5.4 MiB offered against a 4 MiB budget, so some are paused.
+		List<Future<Integer>> writes = new ArrayList<>();
+		for (int i = 0; i < 6; i++) {
+			RawNbdClient client = connect(this.server.port(), "big");
+			long offset = (long) i * MIB;
+			writes.add(this.threads.submit(() -> slowWrite(client, offset)));
+		}
+		await().atMost(Duration.ofSeconds(60)).until(() -> budget.pausedConnections() > 0);
+		// Paused for three idle periods: nobody closed as idle.
+		await().during(Duration.ofSeconds(6))
+			.atMost(Duration.ofSeconds(10))
+			.until(() -> this.servers.listener().refusals("idle_timeout") == 0 && budget.pausedConnections() > 0);
+		this.stop.set(true);
+		for (Future<Integer> write : writes) {
+			assertThat(write.get(60, TimeUnit.SECONDS)).as("error of a WRITE that was paused or not").isZero();
+		}
+		assertThat(this.servers.listener().refusals("idle_timeout")).isZero();
+	}
+
+	/** A 1 MiB WRITE: 900 KiB, then a byte every 50 ms until told to stop, then the rest; its reply's error. */
+	private int slowWrite(RawNbdClient client, long offset) throws IOException, InterruptedException {
+		OutputStream out = client.output();
+		out.write(RawNbdClient.request(0, NbdProtocol.CMD_WRITE, 1, offset, MIB));
+		int sent = 900 * 1024;
+		out.write(new byte[sent]);
+		out.flush();
+		while (!this.stop.get() && sent < MIB - 1) {
+			out.write(5);
+			out.flush();
+			sent++;
+			Thread.sleep(50);
+		}
+		out.write(new byte[MIB - sent]);
+		out.flush();
+		return client.receive().error();
+	}
+
 	private RawNbdClient connect(int port, String export) throws IOException {
 		RawNbdClient client = RawNbdClient.connect(port, export);
 		this.clients.add(client);
