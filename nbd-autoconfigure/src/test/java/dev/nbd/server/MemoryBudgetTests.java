@@ -41,6 +41,13 @@ class MemoryBudgetTests {
 
 	private static final long BUDGET = 64L * MIB;
 
+	/**
+	 * The budget less the part kept for a finisher (one default maximum payload, 32 MiB): over it,
+	 * connections are paused. How far past it the total gets depends on how much of the finisher's
+	 * payload was in before it took the role, so "spent" is past this, not a fixed share of BUDGET.
+	 */
+	private static final long SHARED = BUDGET - 32L * MIB;
+
 	@RegisterExtension
 	final NbdServerExtension servers = new NbdServerExtension();
 
@@ -98,7 +105,7 @@ class MemoryBudgetTests {
 			await().pollDelay(Duration.ofSeconds(6)).pollInterval(Duration.ofMillis(20)).atMost(Duration.ofSeconds(60))
 				.untilAsserted(() -> {
 					assertThat(budget.pauses()).as("pauses").isPositive();
-					assertThat(watch.maxHeld()).as("most held").isGreaterThanOrEqualTo(BUDGET * 3 / 4);
+					assertThat(watch.maxHeld()).as("most held").isGreaterThan(SHARED);
 				});
 		}
 		finally {
@@ -118,7 +125,7 @@ class MemoryBudgetTests {
 		// that earlier tests left cached take part of them unseen). Without the budget, the same
 		// run grows direct memory by about 500 MiB.
 		assertThat(budget.pauses()).isPositive();
-		assertThat(maxHeld).isGreaterThanOrEqualTo(BUDGET * 3 / 4);
+		assertThat(maxHeld).isGreaterThan(SHARED);
 		assertThat(maxUsed).isGreaterThanOrEqualTo(BUDGET / 4);
 		// Bounded: the budget, plus what a socket read brings per connection and the allocator's slack.
 		assertThat(maxUsed).isLessThanOrEqualTo(BUDGET + 16L * MIB);
