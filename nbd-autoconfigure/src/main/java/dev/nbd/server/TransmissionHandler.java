@@ -166,9 +166,6 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	/** How many replies {@link #unsentFileBytes} are part of. */
 	private int unsentFileReplies;
 
-	/** Whether {@link #unsentFileBytes} holds the channel unwritable now. */
-	private boolean unsentFileUnwritable;
-
 	private final long openedNanos = System.nanoTime();
 
 	TransmissionHandler(NbdServer server, NbdConnection connection, Export export, ExportBackend view, long size,
@@ -303,12 +300,15 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 	/** {@code delta} more (or, negative, fewer) sendfile bytes not yet in the socket. */
 	private void unsentFile(long delta) {
 		this.unsentFileBytes += delta;
-		boolean unwritable = this.unsentFileUnwritable
+		ChannelOutboundBuffer out = this.ctx.channel().unsafe().outboundBuffer();
+		if (out == null) {
+			return;
+		}
+		boolean wasUnwritable = !out.getUserDefinedWritability(UNSENT_FILE_WRITABILITY);
+		boolean unwritable = wasUnwritable
 				? this.unsentFileBytes >= this.ctx.channel().config().getWriteBufferLowWaterMark()
 				: this.unsentFileBytes > this.ctx.channel().config().getWriteBufferHighWaterMark();
-		ChannelOutboundBuffer out = this.ctx.channel().unsafe().outboundBuffer();
-		if (unwritable != this.unsentFileUnwritable && out != null) {
-			this.unsentFileUnwritable = unwritable;
+		if (unwritable != wasUnwritable) {
 			// Runs channelWritabilityChanged at once when the channel's writability flips.
 			out.setUserDefinedWritability(UNSENT_FILE_WRITABILITY, !unwritable);
 		}
