@@ -228,26 +228,60 @@ public class MemoryBackend implements ExportBackend {
 	public void write(long offset, ByteBuffer src, boolean fua) throws NbdBackendException {
 		int pos = src.position();
 		int remaining = src.remaining();
-		while (remaining > 0) {
-			long page = offset >>> PAGE_SHIFT;
-			int inPage = (int) (offset & (PAGE_SIZE - 1));
-			int n = Math.min(remaining, PAGE_SIZE - inPage);
-			// Pinned, so a concurrent trim cannot hand the page to another offset mid-copy.
-			int handle = pin(page);
-			if (handle == 0 && !isZero(src, pos, n)) {
-				handle = allocate(page);
+		// Pages that follow each other in one slab are copied in one go (a run), each pinned
+		// until then so that a concurrent trim cannot hand it to another offset mid-copy.
+		int runFirst = 0;
+		int runPages = 0;
+		int runAt = 0;
+		int runFrom = 0;
+		int runLength = 0;
+		try {
+			while (remaining > 0) {
+				long page = offset >>> PAGE_SHIFT;
+				int inPage = (int) (offset & (PAGE_SIZE - 1));
+				int n = Math.min(remaining, PAGE_SIZE - inPage);
+				int handle = pin(page);
+				if (handle == 0 && !isZero(src, pos, n)) {
+					handle = allocate(page);
+				}
+				if (runPages > 0 && !this.allocator.follows(handle, runFirst, runPages)) {
+					copyRun(runFirst, runPages, runAt, src, runFrom, runLength);
+					runPages = 0;
+				}
+				if (handle != 0) {
+					this.allocator.slabOf(handle).markData(handle);
+					if (runPages == 0) {
+						runFirst = handle;
+						runAt = this.allocator.offset(handle) + inPage;
+						runFrom = pos;
+						runLength = 0;
+					}
+					runPages++;
+					runLength += n;
+				}
+				pos += n;
+				offset += n;
+				remaining -= n;
 			}
-			if (handle != 0) {
-				Slab slab = this.allocator.slabOf(handle);
-				slab.markData(handle);
-				slab.data.put(this.allocator.offset(handle) + inPage, src, pos, n);
-				this.allocator.unpin(handle);
+		}
+		finally {
+			if (runPages > 0) {
+				copyRun(runFirst, runPages, runAt, src, runFrom, runLength);
 			}
-			pos += n;
-			offset += n;
-			remaining -= n;
 		}
 		src.position(pos);
+	}
+
+	/** Copies a run of pinned pages' bytes from {@code src}, then unpins them. */
+	private void copyRun(int first, int pages, int at, ByteBuffer src, int from, int length) {
+		try {
+			this.allocator.slab(first).put(at, src, from, length);
+		}
+		finally {
+			for (int i = 0; i < pages; i++) {
+				this.allocator.unpin(first + i);
+			}
+		}
 	}
 
 	@Override
@@ -613,6 +647,11 @@ public class MemoryBackend implements ExportBackend {
 
 		int offset(int handle) {
 			return indexInSlab(handle) << PAGE_SHIFT;
+		}
+
+		/** Whether page {@code handle} comes right after a run of {@code pages} from {@code first} in its slab. */
+		boolean follows(int handle, int first, int pages) {
+			return handle == first + pages && (handle - 1) / SLAB_PAGES == (first - 1) / SLAB_PAGES;
 		}
 
 		private static int indexInSlab(int handle) {

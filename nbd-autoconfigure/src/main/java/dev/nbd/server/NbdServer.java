@@ -34,6 +34,7 @@ import dev.nbd.backend.ExportBackend;
 import dev.nbd.backend.MemoryBackend;
 import dev.nbd.backend.SystemMemory;
 import io.netty.bootstrap.ServerBootstrap;
+import io.netty.buffer.ByteBufAllocator;
 import io.netty.channel.AdaptiveRecvByteBufAllocator;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelInitializer;
@@ -108,6 +109,9 @@ public final class NbdServer {
 	private Channel unixChannel;
 
 	private Transport transport;
+
+	/** Buffers of the connections, chosen for this JVM's heap ({@link ConnectionAllocator}). */
+	private final ByteBufAllocator allocator = ConnectionAllocator.get();
 
 	/** A server whose exports have only a multi-connection mode and an allow-list as policy. */
 	public NbdServer(NbdServerConfig config, Collection<ExportBackend> backends, Map<String, MultiConnMode> modes,
@@ -244,10 +248,11 @@ public final class NbdServer {
 				this.exports.keySet());
 	}
 
-	/** What TCP and Unix socket listeners share: event loops, backlog, write buffer, socket reads. */
+	/** What TCP and Unix socket listeners share: event loops, backlog, buffers, write buffer, socket reads. */
 	private ServerBootstrap connectionOptions(ServerBootstrap bootstrap) {
 		return bootstrap.group(this.bossGroup, this.workerGroup)
 			.option(ChannelOption.SO_BACKLOG, 1024)
+			.childOption(ChannelOption.ALLOCATOR, this.allocator)
 			.childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, new WriteBufferWaterMark(1 << 20, 4 << 20))
 			// Socket reads grow up to 256 KiB: large WRITE payloads arrive in a few reads, each
 			// kept as one piece (no gathering copy) for backends that take payloads in pieces.
@@ -385,6 +390,11 @@ public final class NbdServer {
 
 	public Transport transport() {
 		return this.transport;
+	}
+
+	/** The buffer allocator of the connections (metrics report it). */
+	public ByteBufAllocator bufferAllocator() {
+		return this.allocator;
 	}
 
 	/** The memory budget shared by all connections. */

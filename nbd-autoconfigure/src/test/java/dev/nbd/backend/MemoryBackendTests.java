@@ -88,6 +88,49 @@ class MemoryBackendTests {
 	}
 
 	@Test
+	void aWriteThatRunsOutOfMemoryHalfWayKeepsWhatItWroteAndHoldsNoPage() throws Exception {
+		long[] available = { Long.MAX_VALUE };
+		MemoryBackend backend = new MemoryBackend("m", 64L * SLAB, null, false, () -> available[0]);
+		// Sixteen slabs taken, the last one half used; then the machine runs low.
+		backend.write(0, ByteBuffer.wrap(filled(15 * SLAB + SLAB / 2, (byte) 1)), false);
+		available[0] = MemoryBackend.MEMORY_RESERVE;
+		// A quarter slab of pages it holds, the free half of the last slab, then pages it would
+		// need a new slab for.
+		byte[] data = new byte[SLAB];
+		new Random(7).nextBytes(data);
+		long at = 15L * SLAB + SLAB / 4;
+		assertThatThrownBy(() -> backend.write(at, ByteBuffer.wrap(data), false))
+			.isInstanceOfSatisfying(NbdBackendException.class, (ex) -> assertThat(ex.error()).isEqualTo(NbdError.ENOSPC));
+		assertThat(read(backend, at, 3 * SLAB / 4)).isEqualTo(Arrays.copyOf(data, 3 * SLAB / 4));
+		// Every page it touched was unpinned: once trimmed, all sixteen slabs take writes again.
+		backend.trim(0, 64L * SLAB, false);
+		byte[] all = filled(16 * SLAB, (byte) 2);
+		backend.write(0, ByteBuffer.wrap(all), false);
+		assertThat(read(backend, 0, 16 * SLAB)).isEqualTo(all);
+	}
+
+	@Test
+	void aWriteOverPagesScatteredInMemoryReadsBackAndLeavesZeroPagesHoles() throws Exception {
+		MemoryBackend backend = new MemoryBackend("m", 4L * SLAB);
+		// Pages written first, out of offset order, sit elsewhere in their slab than their neighbours.
+		backend.write(5L * PAGE, ByteBuffer.wrap(filled(PAGE, (byte) 1)), false);
+		backend.write(300L * PAGE, ByteBuffer.wrap(filled(PAGE, (byte) 1)), false);
+		backend.write(2L * PAGE, ByteBuffer.wrap(filled(PAGE, (byte) 1)), false);
+		byte[] data = new byte[SLAB + 100 * PAGE];
+		new Random(11).nextBytes(data);
+		Arrays.fill(data, 9 * PAGE, 10 * PAGE, (byte) 0);
+		backend.write(0, ByteBuffer.wrap(data), false);
+		assertThat(read(backend, 0, data.length)).isEqualTo(data);
+		// The zero page in the middle stayed a hole; every other page holds data.
+		assertThat(backend.allocatedBytes()).isEqualTo(data.length - PAGE);
+		byte[] unaligned = new byte[3 * PAGE + 10];
+		new Random(13).nextBytes(unaligned);
+		backend.write(SLAB - PAGE - 5, ByteBuffer.wrap(unaligned), false);
+		assertThat(read(backend, SLAB - PAGE - 5, unaligned.length)).isEqualTo(unaligned);
+		assertThat(read(backend, 0, 2 * PAGE)).isEqualTo(Arrays.copyOf(data, 2 * PAGE));
+	}
+
+	@Test
 	void onTmpfsPagesAreOneSharedCopyAndNewSlabsStopWhenItIsFull() throws Exception {
 		java.nio.file.Path shm = java.nio.file.Path.of("/dev/shm");
 		org.junit.jupiter.api.Assumptions.assumeTrue(java.nio.file.Files.isDirectory(shm)

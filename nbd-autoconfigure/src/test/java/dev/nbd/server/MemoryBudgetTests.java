@@ -24,7 +24,6 @@ import dev.nbd.backend.MemoryBackend;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
-import io.netty.buffer.ByteBufAllocator;
 import io.netty.buffer.ByteBufAllocatorMetricProvider;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -296,7 +295,7 @@ class MemoryBudgetTests {
 	}
 
 	private static long usedDirectMemory() {
-		return ((ByteBufAllocatorMetricProvider) ByteBufAllocator.DEFAULT).metric().usedDirectMemory();
+		return ((ByteBufAllocatorMetricProvider) ConnectionAllocator.get()).metric().usedDirectMemory();
 	}
 
 }

@@ -30,7 +30,6 @@ import dev.nbd.protocol.NbdError;
 import dev.nbd.protocol.NbdProtocol;
 import dev.nbd.testsupport.NbdServerExtension;
 import dev.nbd.testsupport.RawNbdClient;
-import io.netty.buffer.ByteBufAllocator;
 import io.netty.buffer.ByteBufAllocatorMetricProvider;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -145,7 +144,7 @@ class SoakTests {
 
 	/** Direct memory the server's allocator (Netty's default) holds. */
 	private static long usedDirectMemory() {
-		return ((ByteBufAllocatorMetricProvider) ByteBufAllocator.DEFAULT).metric().usedDirectMemory();
+		return ((ByteBufAllocatorMetricProvider) ConnectionAllocator.get()).metric().usedDirectMemory();
 	}
 
 	private static long usedHeapAfterGc() {

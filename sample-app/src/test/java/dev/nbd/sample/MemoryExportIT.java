@@ -8,6 +8,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import dev.nbd.sample.support.SampleAppProcess;
+import dev.nbd.testsupport.ActuatorClient;
 import dev.nbd.testsupport.Libnbd;
 import dev.nbd.testsupport.Processes;
 
@@ -17,7 +18,8 @@ import static org.assertj.core.api.Assertions.assertThat;
  * A memory export holds its size whatever the JVM's limits: the sample app's 1 GiB {@code mem}
  * export, in a JVM started with {@code -Xmx256m} (so 256 MiB of direct memory), takes a pattern
  * across all of it and reads it back; meanwhile and afterwards the {@code disk} export, new
- * connections included, is served as before.
+ * connections included, is served as before. A heap this small puts Netty's default buffer
+ * allocator in its low-memory mode, so the server's connections get the pooled one.
  */
 class MemoryExportIT {
 
@@ -67,6 +69,10 @@ class MemoryExportIT {
 				.isZero();
 			assertThat(result.stdout()).contains("written 1073741824", "ok");
 			assertThat(app.log()).doesNotContain("is full", "ENOSPC");
+			// Netty's default allocator pools nothing above 16 KiB in a heap this small.
+			assertThat(app.log()).contains("NBD connections use Netty's pooled buffer allocator");
+			assertThat(new ActuatorClient(app.httpPort()).getOk("/actuator/prometheus"))
+				.contains("netty_allocator_memory_used", "allocator_type=\"PooledByteBufAllocator\"");
 		}
 	}
 

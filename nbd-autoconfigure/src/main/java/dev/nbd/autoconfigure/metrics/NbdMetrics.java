@@ -25,7 +25,6 @@ import dev.nbd.server.MemoryBudget;
 import dev.nbd.server.NbdConnection;
 import dev.nbd.server.NbdServer;
 import dev.nbd.server.NbdServerListener;
-import io.netty.buffer.ByteBufAllocator;
 import io.netty.buffer.ByteBufAllocatorMetricProvider;
 import io.netty.channel.EventLoopGroup;
 
@@ -186,7 +185,7 @@ public class NbdMetrics implements NbdServerListener {
 		FunctionCounter.builder("nbd.memory.budget.pauses", budget, MemoryBudget::pauses)
 			.description("Times a connection stopped being read because the memory budget was spent")
 			.register(this.registry);
-		if (!this.allocatorBound && ByteBufAllocator.DEFAULT instanceof ByteBufAllocatorMetricProvider allocator) {
+		if (!this.allocatorBound && server.bufferAllocator() instanceof ByteBufAllocatorMetricProvider allocator) {
 			new NettyAllocatorMetrics(allocator).bindTo(this.registry);
 			this.allocatorBound = true;
 		}
