@@ -229,12 +229,12 @@ public class MemoryBackend implements ExportBackend {
 		int pos = src.position();
 		int remaining = src.remaining();
 		// Pages that follow each other in one slab are copied in one go (a run), each pinned
-		// until then so that a concurrent trim cannot hand it to another offset mid-copy.
+		// until then so that a concurrent trim cannot hand it to another offset mid-copy. A run's
+		// bytes are contiguous in src too, from runFrom up to pos.
 		int runFirst = 0;
 		int runPages = 0;
 		int runAt = 0;
 		int runFrom = 0;
-		int runLength = 0;
 		try {
 			while (remaining > 0) {
 				long page = offset >>> PAGE_SHIFT;
@@ -245,7 +245,7 @@ public class MemoryBackend implements ExportBackend {
 					handle = allocate(page);
 				}
 				if (runPages > 0 && !this.allocator.follows(handle, runFirst, runPages)) {
-					copyRun(runFirst, runPages, runAt, src, runFrom, runLength);
+					copyRun(runFirst, runPages, runAt, src, runFrom, pos - runFrom);
 					runPages = 0;
 				}
 				if (handle != 0) {
@@ -254,10 +254,8 @@ public class MemoryBackend implements ExportBackend {
 						runFirst = handle;
 						runAt = this.allocator.offset(handle) + inPage;
 						runFrom = pos;
-						runLength = 0;
 					}
 					runPages++;
-					runLength += n;
 				}
 				pos += n;
 				offset += n;
@@ -266,7 +264,7 @@ public class MemoryBackend implements ExportBackend {
 		}
 		finally {
 			if (runPages > 0) {
-				copyRun(runFirst, runPages, runAt, src, runFrom, runLength);
+				copyRun(runFirst, runPages, runAt, src, runFrom, pos - runFrom);
 			}
 		}
 		src.position(pos);

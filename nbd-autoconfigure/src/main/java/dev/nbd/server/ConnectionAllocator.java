@@ -28,10 +28,11 @@ final class ConnectionAllocator {
 
 	static final String ALLOCATOR_TYPE_PROPERTY = "io.netty.allocator.type";
 
+	/** Whether the choice was logged: once per JVM, though tests and restarts ask again. */
+	private static final AtomicBoolean SAID = new AtomicBoolean();
+
 	private ConnectionAllocator() {
 	}
-
-	private static final AtomicBoolean SAID = new AtomicBoolean();
 
 	/** The allocator for this JVM; says so at INFO (once) when it is not Netty's default. */
 	static ByteBufAllocator get() {
